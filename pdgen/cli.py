@@ -1,0 +1,91 @@
+"""The `pdgen` command line: LightningCLI for training, plain command groups for everything else.
+
+    pdgen fit|validate|test|predict ...   LightningCLI: `-c` config layering, `--print_config`, `--help`
+    pdgen data|eval|view <name> ...       plain jsonargparse commands, one function each (`pdgen.commands`)
+
+`main` dispatches on the first word by hand, so `pdgen --help` and the command groups never import
+Lightning (which costs 5–7 s here): only the four LightningCLI subcommands pay for it.
+
+Configs name the model and data module by import path (`class_path: pdgen.some.module.SomeModule`);
+jsonargparse imports the module when it reads the path, so nothing is imported up front.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pdgen import __version__, commands
+
+LIGHTNING_COMMANDS = {
+    "fit": "Train a model: runs the training loop with periodic validation.",
+    "validate": "Run one pass over the validation set and report the metrics.",
+    "test": "Run one pass over the test set and report the metrics.",
+    "predict": "Generate with a trained model over the prediction set.",
+}
+"""The LightningCLI subcommands with the one line `pdgen --help` shows for each."""
+
+
+def usage() -> str:
+    """The text of `pdgen --help`: every command with one line each."""
+    lines = [
+        "usage: pdgen <command> [options]",
+        "",
+        "Process-driven image generation: plan, sketch, inspect and refine in one interleaved sequence.",
+        "",
+        "Training (LightningCLI: layer configs with several -c; options in `pdgen <command> --help`):",
+    ]
+    lines += [f"  {name:<10}{summary}" for name, summary in LIGHTNING_COMMANDS.items()]
+    lines += ["", "Command groups (`pdgen <group> <command> --help`):"]
+    for group in commands.GROUPS:
+        lines.append(f"  {group:<10}{commands.group_summary(group)}")
+        lines += [f"    {sub.name:<16}{sub.summary}" for sub in commands.subcommands(group)]
+    lines += [
+        "",
+        "Options:",
+        "  -h, --help    show this message and exit",
+        "  --version     show the version",
+    ]
+    return "\n".join(lines)
+
+
+def _run_lightning(args: list[str]) -> None:
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        # Modules build their own optimizer from an injected `OptimizerCallable` over trainable parameters
+        # only; LightningCLI's automatic `--optimizer` group would also hand it the frozen ones (LoRA).
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "pdgen"},
+        args=args,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the `pdgen` command line.
+
+    Args:
+        args: the words after `pdgen`; `None` reads `sys.argv[1:]`. Tests call `main([...])` in-process.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    command = argv[0] if argv else None
+    if command in (None, "-h", "--help"):
+        print(usage())
+    elif command == "--version":
+        print(f"pdgen {__version__}")
+    elif command in commands.GROUPS:
+        commands.run(command, argv[1:])
+    elif command in LIGHTNING_COMMANDS:
+        _run_lightning(argv)
+    else:
+        print(usage(), file=sys.stderr)
+        raise SystemExit(f"pdgen: unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main()

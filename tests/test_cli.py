@@ -1,0 +1,139 @@
+"""The `pdgen` command line: its public surface, the command groups, and the README/CI contract."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pdgen import commands
+from pdgen.cli import LIGHTNING_COMMANDS, main
+from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
+
+ROOT = Path(__file__).resolve().parents[1]
+EVERY_COMMAND = ["fit", "validate", "test", "predict", "data", "eval", "view"]
+
+
+def test_help_lists_every_command_with_one_line_each(capsys) -> None:
+    main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    for command in EVERY_COMMAND:
+        [line] = [line for line in lines if re.match(rf"  {command}\s", line)]
+        assert len(line.split(maxsplit=1)) == 2, f"{command} has no one-line summary"
+    for group in commands.GROUPS:
+        for sub in commands.subcommands(group):
+            assert any(line.split() == [sub.name, *sub.summary.split()] for line in lines), sub
+
+
+def test_fit_help_is_lightning_cli(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["fit", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for option in (
+        "-c CONFIG, --config CONFIG",
+        "--print_config",
+        "--model",
+        "--data",
+        "--trainer.max_steps",
+    ):
+        assert option in out
+    # Optimizers are injected into the modules, not added by LightningCLI.
+    assert "--optimizer" not in out
+
+
+def test_several_configs_layer_in_order(tmp_path, capsys) -> None:
+    override = tmp_path / "override.yaml"
+    override.write_text("trainer:\n  max_steps: 7\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(ROOT / "configs/trainer/cpu.yaml"), "-c", str(override), "--print_config"])
+    out = capsys.readouterr().out
+    assert "  max_steps: 7\n" in out and "  accelerator: cpu\n" in out and "  max_steps: 2000\n" not in out
+
+
+def test_unknown_command_exits_with_the_usage(capsys) -> None:
+    with pytest.raises(SystemExit, match="unknown command 'train'"):
+        main(["train"])
+    assert "Command groups" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("group", commands.GROUPS)
+def test_every_subcommand_builds_its_parser(group: str, capsys) -> None:
+    # Every parameter needs a type for jsonargparse; this catches one without, in any group.
+    with pytest.raises(SystemExit) as exited:
+        commands.run(group, ["--help"])
+    assert exited.value.code == 0
+    for sub in commands.subcommands(group):
+        assert sub.summary, f"pdgen {group} {sub.name} needs a docstring"
+        with pytest.raises(SystemExit) as exited:
+            commands.run(group, [sub.name, "--help"])
+        assert exited.value.code == 0
+    capsys.readouterr()
+
+
+def test_subcommands_are_the_public_functions_defined_in_the_group() -> None:
+    assert [sub.function for sub in commands.subcommands("view")] == ["html"]
+    with pytest.raises(ValueError, match="unknown command group 'train'"):
+        commands.subcommands("train")
+
+
+def test_view_html_shows_every_step(tmp_path, capsys) -> None:
+    square = Image.new("RGB", (8, 8), "red")
+    trajectory = Trajectory(
+        "a red square & a <3",
+        [
+            Plan("Draw a square.", "A square."),
+            Sketch(square),
+            Inspect("Too small.", "Make it bigger."),
+            Refine(Plan("Enlarge it.", "A big square."), Image.new("RGB", (8, 8), "orange")),
+        ],
+    )
+    trajectory.save(tmp_path / "shards" / "000001")
+    page = tmp_path / "page.html"
+    main(["view", "html", str(tmp_path / "shards"), "--out", str(page)])
+    assert capsys.readouterr().out.strip() == str(page)
+    text = page.read_text()
+    assert "a red square &amp; a &lt;3" in text and "Make it bigger." in text
+    assert text.count("data:image/png;base64,") == 2 and text.count('class="image answer"') == 1
+
+
+def test_view_html_reads_webdataset_shards(tmp_path) -> None:
+    import webdataset as wds
+
+    trajectory = Trajectory("a dot", [Plan("Add a dot.", "A dot."), Sketch(Image.new("RGB", (4, 4), "red"))])
+    with wds.TarWriter(str(tmp_path / "shard-000000.tar")) as sink:
+        for key in ("000000", "000001"):
+            sink.write({"__key__": key, **trajectory.to_files()})
+    page = tmp_path / "page.html"
+    main(["view", "html", str(tmp_path / "shard-000000.tar"), "--out", str(page), "--limit", "5"])
+    text = page.read_text()
+    assert "shard-000000.tar / 000000" in text and "shard-000000.tar / 000001" in text
+
+
+def test_view_html_without_trajectories_is_an_error(tmp_path) -> None:
+    with pytest.raises(SystemExit, match="^pdgen view html: no trajectories in"):
+        main(["view", "html", str(tmp_path)])
+
+
+def test_console_script_answers_help_without_importing_lightning() -> None:
+    script = Path(sys.executable).with_name("pdgen")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert all(command in out for command in LIGHTNING_COMMANDS)
+    probe = (
+        "import sys; from pdgen.cli import main; main(['--help']); "
+        "print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands_in_readme = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)[:2]
+    assert len(commands_in_readme) == 2 and all("\n" not in command for command in commands_in_readme)
+    install_and_test = commands_in_readme[1]
+    assert install_and_test in (ROOT / ".ci/run").read_text().splitlines()
