@@ -1,0 +1,1 @@
+"""Editors: turn an image and a step goal into the next image (`Editor` protocol; the world back end)."""

@@ -1,0 +1,2 @@
+"""Evaluation: GenEval's rules engine (`geneval`), its on-disk layout (`samples`), ShapesEval on the
+shapes world (`shapes`) and a torchmetrics `Metric` for validation (`metric`)."""

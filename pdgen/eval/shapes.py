@@ -1,0 +1,41 @@
+"""ShapesEval: GenEval's rules engine with the shapes world's detector.
+
+`score_shapes(DIR)` scores a GenEval-layout folder of world images (what `pdgen eval shapes --images DIR`
+runs); `write_ground_truth` fills such a folder with the world's own renders of a prompt set, which must
+score 1.0 on every tag (a test holds the world to that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pdgen.eval.geneval import DEFAULT_OPTIONS, ScoringOptions, score_folder, summarize
+from pdgen.eval.samples import write_prompt_folder
+from pdgen.scene.graph import SceneGraph
+from pdgen.world.config import DEFAULT_WORLD, WorldConfig
+from pdgen.world.detect import WorldDetector
+from pdgen.world.rollout import rollout
+
+
+def score_shapes(
+    images: str | Path, config: WorldConfig = DEFAULT_WORLD, options: ScoringOptions = DEFAULT_OPTIONS
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """(result rows, summary) for a GenEval-layout folder of shapes-world images."""
+    rows = score_folder(images, WorldDetector(config), options)
+    return rows, summarize(rows)
+
+
+def write_ground_truth(
+    root: str | Path,
+    prompts: Sequence[dict[str, Any]],
+    config: WorldConfig = DEFAULT_WORLD,
+    samples: int = 4,
+    seed: int = 0,
+) -> None:
+    """Render each prompt `samples` times (seeds `seed`, `seed + 1`, ...) into GenEval's layout."""
+    for index, row in enumerate(prompts):
+        graph = SceneGraph.from_geneval(row["include"], row.get("exclude", ()))
+        images = [rollout(graph, seed + k, config)[-1].image for k in range(samples)]
+        write_prompt_folder(root, index, row, images)

@@ -1,0 +1,68 @@
+"""`WorldConfig`: the knobs of the shapes world, with named presets.
+
+The default is built to be learnable by a tiny model on a CPU (see docs/world.md): 64 px images, a 3x3
+grid of cells with one object per cell (large objects, unambiguous relations, local changes), and the
+four most distinct shapes. `WorldConfig.from_name("all")` uses all eight shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from pdgen.scene.vocabulary import SHAPE_CLASSES
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Geometry and vocabulary of the shapes world.
+
+    Args:
+        size: image side in pixels (32-128).
+        grid: cells per side; each object sits in its own cell.
+        classes: the shape classes in use (a subset of `SHAPE_CLASSES`).
+        object_scale: object side as a fraction of the cell side.
+        size_jitter: relative jitter of the object side (uniform, +-).
+        position_jitter: jitter of the object centre as a fraction of the cell's free space (+-).
+        margin: added to GenEval's 0.1 position threshold when the layout checks a relation, so that
+            relations still hold on slightly different detected boxes.
+        supersample: drawing resolution factor; downsampling by area averaging anti-aliases edges.
+    """
+
+    size: int = 64
+    grid: int = 3
+    classes: tuple[str, ...] = SHAPE_CLASSES[:4]
+    object_scale: float = 0.66
+    size_jitter: float = 0.08
+    position_jitter: float = 0.6
+    margin: float = 0.1
+    supersample: int = 4
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.size <= 128:
+            raise ValueError(f"WorldConfig.size must be in [32, 128], got {self.size}")
+        if self.grid < 2:
+            raise ValueError(f"WorldConfig.grid must be >= 2, got {self.grid}")
+        unknown = [c for c in self.classes if c not in SHAPE_CLASSES]
+        if unknown or not self.classes:
+            raise ValueError(
+                f"WorldConfig.classes {self.classes}: unknown {unknown}; shapes are {SHAPE_CLASSES}"
+            )
+        if not 0.3 <= self.object_scale * (1 + self.size_jitter) <= 0.85:
+            raise ValueError("WorldConfig.object_scale must leave a gap between neighbouring objects")
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> WorldConfig:
+        """A preset by name ('default', 'all', 'small') with field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown world preset {name!r}; presets are {sorted(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+
+DEFAULT_WORLD = WorldConfig()
+"""The default world, as a shared default argument."""
+
+PRESETS: dict[str, WorldConfig] = {
+    "default": DEFAULT_WORLD,
+    "all": WorldConfig(classes=SHAPE_CLASSES),
+    "small": WorldConfig(size=32, grid=2, classes=SHAPE_CLASSES[:3]),
+}

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from pdgen.eval.geneval import relative_position
+from pdgen.scene.parser import parse
+from pdgen.world.rollout import rollout, write_rollout
+
+
+def test_rollout_builds_the_prompt_step_by_step_without_moving_objects():
+    steps = rollout("a blue square to the left of two red circles", 3)
+    assert [s.goal.op for s in steps] == ["background", "add", "add", "add"]
+    assert [len(s.state.instances) for s in steps] == [0, 1, 2, 3]
+    for before, after in zip(steps, steps[1:], strict=False):
+        assert after.state.instances[: len(before.state.instances)] == before.state.instances
+    square = next(p for p in steps[-1].state.instances if p.name == "square")
+    for circle in (p for p in steps[-1].state.instances if p.name == "circle"):
+        assert "left of" in relative_position(square.box, circle.box)
+    assert steps[-1].goal.graph == parse("a blue square to the left of two red circles")
+
+
+def test_augmented_rollouts_end_in_the_prompt_state():
+    for seed in range(20):
+        steps = rollout("a red circle above a blue square", seed, augment=1.0)
+        final = sorted((p.name, p.color) for p in steps[-1].state.instances)
+        assert final == [("circle", "red"), ("square", "blue")]
+        red, blue = sorted(steps[-1].state.instances, key=lambda p: p.name)
+        assert "above" in relative_position(red.box, blue.box)
+
+
+def test_uncoloured_instances_share_a_colour():
+    steps = rollout("three triangles", 1)
+    assert len({p.color for p in steps[-1].state.instances}) == 1
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="dog"):
+        rollout("a dog", 0)
+    with pytest.raises(ValueError, match="no layout"):
+        rollout("five circles left of five squares", 0, attempts=2)
+
+
+def test_write_rollout(tmp_path):
+    steps = rollout("a star below a circle", 0, augment=0.5)
+    paths = write_rollout(steps, tmp_path)
+    assert [p.name for p in paths][-1] == "strip.png" and len(paths) == len(steps) + 1
+    from PIL import Image
+
+    with Image.open(paths[-1]) as strip:
+        assert strip.size[0] > 64 * len(steps) and np.asarray(strip).std() > 0
