@@ -1,0 +1,1 @@
+"""Triton kernels; each has a pure PyTorch reference beside the code that calls it."""

@@ -1,0 +1,261 @@
+"""Attention over packed interleaved sequences: BAGEL's mask rule, written once, and its implementations.
+
+A pack concatenates many trajectories (samples). Each sample is a run of *splits*: a text segment
+(mode ``causal``), a clean image (``full``: bidirectional inside the image) or a noised image that is
+being denoised (``noise``: bidirectional inside, invisible to everything else). The rule, from
+BAGEL's ``prepare_attention_mask_per_sample``:
+
+    query q may attend key k  iff  same sample
+                              and (k <= q  or  (same split and that split is full or noise))
+                              and not (k is in a noise split other than q's)
+
+``may_attend`` is that sentence as an expression over per-token metadata. All implementations
+consume the same function: ``sdpa`` broadcasts it into a dense boolean mask (the readable reference,
+and the CPU training path), ``flex`` uses it as a FlexAttention ``mask_mod``, and ``triton``
+(``pdgen/kernels/packed_attention.py``) compiles it into the kernel to mask the tiles it cannot skip.
+
+Shapes: T packed tokens, H query heads, Hkv key/value heads (GQA: H % Hkv == 0), D head dim.
+Tensors are in the packed "varlen" layout BAGEL uses: q (T, H, D), k and v (T, Hkv, D).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+AttentionImpl = Literal["sdpa", "flex", "triton"]
+IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "flex", "triton")
+
+
+class SplitMode(IntEnum):
+    """How the tokens of one split see each other (values are what the kernels compare against)."""
+
+    CAUSAL = 0
+    FULL = 1
+    NOISE = 2
+
+    @classmethod
+    def parse(cls, name: str | SplitMode) -> SplitMode:
+        if isinstance(name, SplitMode):
+            return name
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown split mode {name!r}; expected one of causal, full, noise") from None
+
+
+def may_attend(q_idx, k_idx, q_sample, k_sample, q_split, k_split, q_mode, k_mode):
+    """BAGEL's rule for one (query, key) pair, broadcast over whatever shapes the arguments have.
+
+    Only comparison and bitwise operators appear, so the same source serves torch tensors (``sdpa``,
+    ``flex``) and Triton blocks (the kernel wraps this function with ``triton.jit``). Mode values are
+    ``SplitMode``'s: 0 causal, 2 noise (literals, because Triton cannot read Python globals).
+    """
+    same_sample = q_sample == k_sample
+    earlier_or_self = k_idx <= q_idx
+    same_bidirectional_split = (q_split == k_split) & (q_mode != 0)
+    foreign_noise = (k_mode == 2) & (k_split != q_split)
+    return same_sample & (earlier_or_self | same_bidirectional_split) & (foreign_noise == 0)
+
+
+@dataclass(frozen=True, eq=False)
+class PackedAttentionMeta:
+    """Per-token metadata of one pack: everything any implementation needs to apply the rule.
+
+    Build it with ``from_splits``. Derived structures (the dense mask, FlexAttention's block mask, the
+    Triton kernel's tile plan) are computed once per pack and cached here, so the 28 layers and all
+    heads of a forward pass share them.
+    """
+
+    sample_id: torch.Tensor  # (T,) int32
+    split_id: torch.Tensor  # (T,) int32, unique across the whole pack
+    mode: torch.Tensor  # (T,) int32, a SplitMode per token
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_splits(
+        cls,
+        sample_lens: list[int],
+        split_lens: list[int],
+        split_modes: list[str | SplitMode],
+        device: torch.device | str | None = None,
+    ) -> PackedAttentionMeta:
+        """Expand a pack's split layout into per-token metadata.
+
+        Args:
+            sample_lens: token count of each sample, in pack order.
+            split_lens: token count of each split, in pack order; each sample is a whole number of splits.
+            split_modes: ``causal``, ``full`` or ``noise`` for each split.
+            device: where the metadata tensors live (the device of q, k, v).
+        """
+        if len(split_lens) != len(split_modes):
+            raise ValueError(f"{len(split_lens)} split_lens but {len(split_modes)} split_modes")
+        if any(n <= 0 for n in split_lens) or any(n <= 0 for n in sample_lens):
+            raise ValueError(f"lengths must be positive: sample_lens={sample_lens}, split_lens={split_lens}")
+        if sum(split_lens) != sum(sample_lens):
+            raise ValueError(f"splits cover {sum(split_lens)} tokens but samples cover {sum(sample_lens)}")
+        split_sample, sample, filled = [], 0, 0
+        for i, n in enumerate(split_lens):
+            split_sample.append(sample)
+            filled += n
+            if filled > sample_lens[sample]:
+                raise ValueError(f"split {i} crosses the end of sample {sample} (sample_lens={sample_lens})")
+            if filled == sample_lens[sample]:
+                sample, filled = sample + 1, 0
+        modes = [int(SplitMode.parse(m)) for m in split_modes]
+        lens = torch.tensor(split_lens)
+        as_tokens = functools.partial(torch.repeat_interleave, repeats=lens)
+        return cls(
+            sample_id=as_tokens(torch.tensor(split_sample, dtype=torch.int32)).to(device),
+            split_id=as_tokens(torch.arange(len(split_lens), dtype=torch.int32)).to(device),
+            mode=as_tokens(torch.tensor(modes, dtype=torch.int32)).to(device),
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return self.sample_id.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.sample_id.device
+
+    def to(self, device: torch.device | str) -> PackedAttentionMeta:
+        return PackedAttentionMeta(self.sample_id.to(device), self.split_id.to(device), self.mode.to(device))
+
+    def may_attend(self, q_idx: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
+        """The rule at token positions ``q_idx`` and ``k_idx`` (broadcastable index tensors)."""
+        s, p, m = self.sample_id, self.split_id, self.mode
+        return may_attend(q_idx, k_idx, s[q_idx], s[k_idx], p[q_idx], p[k_idx], m[q_idx], m[k_idx])
+
+    def dense_mask(self) -> torch.Tensor:
+        """(T, T) bool, True where the query row may attend the key column. O(T^2) memory."""
+        if "dense" not in self._cache:
+            idx = torch.arange(self.num_tokens, device=self.device)
+            self._cache["dense"] = self.may_attend(idx[:, None], idx[None, :])
+        return self._cache["dense"]
+
+    def cached(self, key: tuple, build):
+        """Memoise a structure derived from this pack (used by the flex and triton implementations)."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+
+def packed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    meta: PackedAttentionMeta,
+    impl: AttentionImpl = "sdpa",
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Softmax attention of a pack under BAGEL's rule.
+
+    Args:
+        q: (T, H, D) queries.
+        k: (T, Hkv, D) keys, H % Hkv == 0.
+        v: (T, Hkv, D) values.
+        meta: the pack's metadata, from ``PackedAttentionMeta.from_splits``.
+        impl: ``sdpa`` (dense mask; the reference), ``flex`` (FlexAttention) or ``triton`` (pdgen's
+            kernel). ``triton`` falls back to ``flex`` on CUDA or ``sdpa`` elsewhere, with a one-line
+            warning, where the kernel cannot run.
+        scale: softmax scale, default 1/sqrt(D).
+
+    Returns:
+        (T, H, D) attention output.
+    """
+    T, H, D = q.shape
+    if k.shape != v.shape or k.shape[0] != T or k.shape[2] != D or H % k.shape[1]:
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: expected q (T, H, D) "
+                         f"and k, v (T, Hkv, D) with H divisible by Hkv")
+    if meta.num_tokens != T:
+        raise ValueError(f"meta describes {meta.num_tokens} tokens but q has {T}")
+    scale = D**-0.5 if scale is None else scale
+    if impl == "triton":
+        if triton_available(q.device):
+            from pdgen.kernels.packed_attention import triton_packed_attention
+
+            return triton_packed_attention(q, k, v, meta, scale=scale)
+        impl = "flex" if q.is_cuda else "sdpa"
+        _warn_fallback(impl)
+    if impl == "sdpa":
+        return _sdpa(q, k, v, meta, scale)
+    if impl == "flex":
+        return _flex(q, k, v, meta, scale)
+    raise ValueError(f"unknown attention impl {impl!r}; expected one of {', '.join(IMPLEMENTATIONS)}")
+
+
+def triton_available(device: torch.device) -> bool:
+    """The kernel runs on CUDA devices, and anywhere under ``TRITON_INTERPRET=1`` (slowly: tests only)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.cache
+def _warn_fallback(impl: str) -> None:
+    warnings.warn(f"pdgen: the Triton attention kernel cannot run here; using impl={impl!r}", stacklevel=3)
+
+
+def _sdpa(q, k, v, meta, scale):
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1)[None],  # (1, H, T, D)
+        k.transpose(0, 1)[None],  # (1, Hkv, T, D)
+        v.transpose(0, 1)[None],
+        attn_mask=meta.dense_mask(),
+        scale=scale,
+        enable_gqa=True,
+    )
+    return out[0].transpose(0, 1)  # (T, H, D)
+
+
+FLEX_BLOCK_SIZE = 128  # FlexAttention's default; BAGEL builds its block masks with the same size
+
+
+def flex_block_mask(meta: PackedAttentionMeta):
+    """FlexAttention's BlockMask for the pack (computed once per pack, reused by every layer)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return meta.may_attend(q_idx, kv_idx)
+
+    T = meta.num_tokens
+    return meta.cached(
+        ("flex", FLEX_BLOCK_SIZE),
+        lambda: create_block_mask(mask_mod, None, None, T, T, device=meta.device, BLOCK_SIZE=FLEX_BLOCK_SIZE),
+    )
+
+
+@functools.cache
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _flex(q, k, v, meta, scale):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # Eager FlexAttention materialises scores; only the compiled form is fast. On CPU the compile
+    # costs ~40 s and there is no backward anyway, so CPU stays eager (tests, parity checks).
+    attend = _compiled_flex_attention() if q.is_cuda else flex_attention
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        out = attend(
+            q.transpose(0, 1)[None],
+            k.transpose(0, 1)[None],
+            v.transpose(0, 1)[None],
+            block_mask=flex_block_mask(meta),
+            scale=scale,
+            enable_gqa=True,
+        )
+    return out[0].transpose(0, 1)

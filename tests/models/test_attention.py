@@ -1,0 +1,121 @@
+"""BAGEL's packed attention rule and the agreement of its implementations."""
+
+import pytest
+import torch
+
+from pdgen.models.attention import PackedAttentionMeta, SplitMode, _warn_fallback, packed_attention
+
+
+def test_rule_on_text_noised_image_clean_image_text():
+    # One trajectory step: prompt text (3), noised target image (2), its clean copy (2), next text (2).
+    meta = PackedAttentionMeta.from_splits([9], [3, 2, 2, 2], ["causal", "noise", "full", "causal"])
+    expected = torch.tensor([
+        # t t t N N C C t t     (t text, N noised image, C clean image)
+        [1, 0, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 0, 0],  # the noised image sees the prefix and all of itself
+        [1, 1, 1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 1, 1, 0, 0],  # the clean copy cannot read the noised one
+        [1, 1, 1, 0, 0, 1, 1, 0, 0],
+        [1, 1, 1, 0, 0, 1, 1, 1, 0],  # later text reads the clean copy, never the noised one
+        [1, 1, 1, 0, 0, 1, 1, 1, 1],
+    ], dtype=torch.bool)
+    assert torch.equal(meta.dense_mask(), expected)
+
+
+def test_rule_keeps_samples_apart():
+    meta = PackedAttentionMeta.from_splits([3, 2], [1, 2, 2], ["causal", "full", "causal"])
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0],  # a full split sees its whole self ...
+        [1, 1, 1, 0, 0],
+        [0, 0, 0, 1, 0],  # ... and nothing of the next sample
+        [0, 0, 0, 1, 1],
+    ], dtype=torch.bool)
+    assert torch.equal(meta.dense_mask(), expected)
+
+
+def test_from_splits_expands_per_token_metadata():
+    meta = PackedAttentionMeta.from_splits([3, 1], [1, 2, 1], ["causal", SplitMode.NOISE, "causal"])
+    assert meta.sample_id.tolist() == [0, 0, 0, 1]
+    assert meta.split_id.tolist() == [0, 1, 1, 2]
+    assert meta.mode.tolist() == [0, 2, 2, 0]
+
+
+@pytest.mark.parametrize(
+    ("sample_lens", "split_lens", "modes", "message"),
+    [
+        ([3], [1, 2], ["causal"], "2 split_lens but 1 split_modes"),
+        ([3], [1, 3], ["causal", "full"], "splits cover 4 tokens but samples cover 3"),
+        ([2, 2], [1, 2, 1], ["causal", "full", "causal"], "split 1 crosses the end of sample 0"),
+        ([2], [2], ["blurry"], "unknown split mode 'blurry'"),
+        ([0, 2], [2], ["full"], "lengths must be positive"),
+    ],
+)
+def test_from_splits_rejects_inconsistent_layouts(sample_lens, split_lens, modes, message):
+    with pytest.raises(ValueError, match=message):
+        PackedAttentionMeta.from_splits(sample_lens, split_lens, modes)
+
+
+def test_packed_attention_rejects_mismatched_shapes():
+    meta = PackedAttentionMeta.from_splits([4], [4], ["causal"])
+    q, kv = torch.randn(4, 6, 8), torch.randn(4, 4, 8)
+    with pytest.raises(ValueError, match="H divisible by Hkv"):
+        packed_attention(q, kv, kv, meta)
+    with pytest.raises(ValueError, match="unknown attention impl 'dense'"):
+        packed_attention(q, torch.randn(4, 2, 8), torch.randn(4, 2, 8), meta, impl="dense")
+
+
+def _qkv(T, H=4, Hkv=2, D=16, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return [torch.randn(T, h, D, generator=g).to(device, dtype).requires_grad_() for h in (H, Hkv, Hkv)]
+
+
+def _explicit_softmax_attention(q, k, v, mask):
+    """Attention written out by hand: the reference's own reference."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q, k) / q.shape[-1] ** 0.5
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    return torch.einsum("hqk,khd->qhd", weights, v)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sdpa_matches_explicit_softmax(random_pack, seed):
+    meta = PackedAttentionMeta.from_splits(*random_pack(seed, max_tokens=120))
+    q, k, v = _qkv(meta.num_tokens, seed=seed)
+    expected = _explicit_softmax_attention(q, k, v, meta.dense_mask())
+    torch.testing.assert_close(packed_attention(q, k, v, meta, impl="sdpa"), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_flex_matches_sdpa_forward(random_pack, seed):
+    meta = PackedAttentionMeta.from_splits(*random_pack(seed, max_tokens=300))
+    q, k, v = (t.detach() for t in _qkv(meta.num_tokens, seed=seed))  # no FlexAttention backward on CPU
+    flex = packed_attention(q, k, v, meta, impl="flex")
+    torch.testing.assert_close(flex, packed_attention(q, k, v, meta, impl="sdpa"), atol=1e-5, rtol=1e-5)
+
+
+def test_triton_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    _warn_fallback.cache_clear()  # the warning is once per process; earlier tests may have used it up
+    meta = PackedAttentionMeta.from_splits([5], [2, 3], ["causal", "full"])
+    q, k, v = _qkv(5)
+    with pytest.warns(UserWarning, match="cannot run here; using impl='sdpa'"):
+        out = packed_attention(q, k, v, meta, impl="triton")
+    torch.testing.assert_close(out, packed_attention(q, k, v, meta, impl="sdpa"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("seed", range(2))
+def test_flex_gradients_match_sdpa_on_gpu(random_pack, seed):
+    meta = PackedAttentionMeta.from_splits(*random_pack(seed, max_tokens=1000), device="cuda")
+    q, k, v = _qkv(meta.num_tokens, H=8, Hkv=2, D=64, device="cuda", seed=seed)
+    grad_out = torch.randn_like(q)
+    grads = {}
+    for impl in ("sdpa", "flex"):
+        out = packed_attention(q, k, v, meta, impl=impl)
+        grads[impl] = (out, *torch.autograd.grad(out, (q, k, v), grad_out))
+    for flex, sdpa in zip(grads["flex"], grads["sdpa"], strict=True):
+        torch.testing.assert_close(flex, sdpa, atol=2e-3, rtol=2e-3)
