@@ -1,0 +1,1 @@
+"""Models: the BAGEL trunk (`pdgen.models.bagel`) and packed attention (`pdgen.models.attention`)."""

@@ -1,0 +1,95 @@
+"""KV cache for inference: a query block attends to everything cached before it plus itself.
+
+At inference BAGEL grows one sequence piece by piece (§5 of the reference notes): a text prompt,
+a context image (clean VAE tokens and/or ViT tokens), generated text token by token, then an image
+denoised as one block. Each piece is a *query block* that sees the whole cache and, within itself,
+
+- causally (`causal=True`) for text, so prefilling a prompt equals decoding it token by token;
+- bidirectionally (`causal=False`) for an image block (markers + latent or ViT tokens).
+
+Blocks that must stay out of the context (the noisy latents while denoising) are run with
+`update=False`; everything else is appended. Keys are cached *after* RoPE, so a cached key never needs
+its position again. One `KVCache` holds one sequence; classifier-free guidance keeps one cache per
+context and `copy()` forks a context cheaply (appends build new tensors, the old ones are shared).
+This is pure PyTorch SDPA with a boolean mask: no flash_attn, runs on CPU.
+
+Shapes: Q = tokens of the query block, L = cached tokens, H / Hkv = query / key-value heads, D = head dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pdgen.models.bagel.qwen2_mot import AttendFn
+
+
+def block_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    past_k: torch.Tensor,
+    past_v: torch.Tensor,
+    causal: bool,
+) -> torch.Tensor:
+    """Attention of a query block over the cache and itself.
+
+    Args:
+        q: (Q, H, D) queries of the block.
+        k: (Q, Hkv, D) keys of the block (after RoPE).
+        v: (Q, Hkv, D) values of the block.
+        past_k: (L, Hkv, D) cached keys.
+        past_v: (L, Hkv, D) cached values.
+        causal: causal inside the block (text) or bidirectional (an image).
+
+    Returns:
+        (Q, H, D) attention output.
+    """
+    n_q, n_past = q.shape[0], past_k.shape[0]
+    keys = torch.cat([past_k, k])  # (L+Q, Hkv, D)
+    values = torch.cat([past_v, v])  # (L+Q, Hkv, D)
+    mask = torch.ones(n_q, n_past + n_q, dtype=torch.bool, device=q.device)  # (Q, L+Q)
+    if causal:
+        mask[:, n_past:] = torch.ones(n_q, n_q, dtype=torch.bool, device=q.device).tril()
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1), keys.transpose(0, 1), values.transpose(0, 1), attn_mask=mask, enable_gqa=True
+    )  # (H, Q, D)
+    return out.transpose(0, 1)
+
+
+class KVCache:
+    """Per-layer keys and values of one growing sequence."""
+
+    def __init__(self, num_layers: int) -> None:
+        """An empty cache.
+
+        Args:
+            num_layers: decoder layers of the model it serves.
+        """
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    def __len__(self) -> int:
+        """Cached tokens L."""
+        return 0 if self.keys[0] is None else self.keys[0].shape[0]
+
+    def copy(self) -> KVCache:
+        """A fork that can grow independently (tensors are shared, never written in place)."""
+        fork = KVCache(len(self.keys))
+        fork.keys, fork.values = list(self.keys), list(self.values)
+        return fork
+
+    def attend_fn(self, causal: bool, update: bool) -> AttendFn:
+        """`attend` for one query block: attends over the cache, appends the block if `update`."""
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            past_k, past_v = self.keys[layer], self.values[layer]
+            if past_k is None:
+                past_k, past_v = k[:0], v[:0]
+            out = block_attention(q, k, v, past_k, past_v, causal)
+            if update:
+                self.keys[layer] = torch.cat([past_k, k])
+                self.values[layer] = torch.cat([past_v, v])
+            return out
+
+        return attend

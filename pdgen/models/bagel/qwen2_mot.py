@@ -1,0 +1,291 @@
+"""Qwen2 Mixture-of-Transformers: BAGEL's language model, with an understanding and a generation expert.
+
+Every decoder layer holds two copies of everything that touches a token on its own: the input and
+post-attention RMSNorms, the q/k/v/o projections, the per-head q/k RMSNorms and the SwiGLU MLP. The
+un-suffixed copy is the *understanding* expert (text tokens, image markers, ViT tokens); the `*_moe_gen`
+copy is the *generation* expert (VAE latent tokens, noised or clean). Routing is hard and by token type,
+there is no router: `ExpertRoute` is built once per forward from a boolean `gen_mask`.
+Attention itself is one joint softmax over all tokens: q/k/v are projected per expert, then attended together.
+
+Order inside a layer (as in BAGEL): split RMSNorm -> split q/k/v -> split q/k norm -> RoPE -> joint
+attention -> split o_proj -> residual -> split RMSNorm -> split MLP -> residual. The final norm is split too.
+
+The attention kernel is not fixed here: `Qwen2MoTModel.forward` takes an `attend(layer_index, q, k, v)`
+callable, so the packed training path (`pdgen.models.attention.packed_attention`) and the KV-cached
+inference path (`pdgen.models.bagel.cache`) share every other line.
+
+State-dict names follow the release (`language_model.model.layers.{i}.self_attn.q_proj_moe_gen.weight`, ...);
+RoPE's `inv_freq` is a non-persistent buffer, as in Hugging Face Qwen2, so it is not in a checkpoint.
+
+Shapes: T = tokens in the (packed) sequence, C = hidden size, H / Hkv = query / key-value heads,
+D = head dim, F = MLP inner size, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from pdgen.models.bagel.config import LLMConfig
+
+# attend(layer_index, q (T, H, D), k (T, Hkv, D), v (T, Hkv, D)) -> (T, H, D)
+AttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ExpertRoute:
+    """Which rows of a (T, ...) tensor go to which expert.
+
+    Attributes:
+        num_tokens: T.
+        und: (N_und,) long, rows for the understanding expert.
+        gen: (N_gen,) long, rows for the generation expert.
+    """
+
+    num_tokens: int
+    und: torch.Tensor
+    gen: torch.Tensor
+
+    @classmethod
+    def from_gen_mask(cls, gen_mask: torch.Tensor) -> ExpertRoute:
+        """`gen_mask` (T,) bool: True where the token is a VAE latent token."""
+        return cls(
+            num_tokens=gen_mask.numel(),
+            und=torch.nonzero(~gen_mask).flatten(),
+            gen=torch.nonzero(gen_mask).flatten(),
+        )
+
+    def apply(self, x: torch.Tensor, und: Callable, gen: Callable) -> torch.Tensor:
+        """Runs `und` on the understanding rows of `x` (T, ...) and `gen` on the generation rows."""
+        # One expert for the whole sequence (text-only prompts, pure denoising blocks): no gather/scatter,
+        # and the other expert is never called, so its weights cannot influence the result.
+        if self.gen.numel() == 0:
+            return und(x)
+        if self.und.numel() == 0:
+            return gen(x)
+        y_und = und(x[self.und])  # (N_und, ...)
+        y_gen = gen(x[self.gen])  # (N_gen, ...)
+        out = y_und.new_empty((self.num_tokens, *y_und.shape[1:]))
+        return out.index_copy(0, self.und, y_und).index_copy(0, self.gen, y_gen)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        """Root-mean-square norm over the last dimension, computed in float32 (as Qwen2 does).
+
+        Args:
+            dim: normalised dimension.
+            eps: added to the mean square.
+        """
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    def __init__(self, head_dim: int, theta: float) -> None:
+        """1-D RoPE (not M-RoPE): rotates channel pairs (i, i + D/2) by `position * theta^(-2i/D)`.
+
+        Args:
+            head_dim: D.
+            theta: base period.
+        """
+        super().__init__()
+        self.head_dim = head_dim
+        self.theta = theta
+        self.register_buffer("inv_freq", torch.empty(head_dim // 2), persistent=False)
+        self.reset_buffers()
+
+    def reset_buffers(self, device: torch.device | None = None) -> None:
+        """(Re)computes `inv_freq` on `device`: it is derived, never loaded."""
+        device = self.inv_freq.device if device is None else torch.device(device)
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim
+        self.inv_freq = 1.0 / self.theta**exponents
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T,) positions -> cos, sin, each (T, 1, D), broadcastable over heads."""
+        angles = position_ids.float()[:, None] * self.inv_freq[None, :]  # (T, D/2)
+        angles = torch.cat([angles, angles], dim=-1)[:, None, :]  # (T, 1, D)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (T, H, D) rotated by RoPE tables cos/sin (T, 1, D)."""
+    first, second = x.chunk(2, dim=-1)
+    rotated = torch.cat([-second, first], dim=-1)
+    return x * cos + rotated * sin
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        """Qwen2's MLP: `down(silu(gate(x)) * up(x))`, no biases.
+
+        Args:
+            hidden_size: C.
+            intermediate_size: F.
+        """
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoTAttention(nn.Module):
+    def __init__(self, config: LLMConfig, layer_index: int) -> None:
+        """Self-attention with per-expert projections and q/k norms, attended jointly.
+
+        Args:
+            config: language model config.
+            layer_index: position of the layer (handed to `attend`, e.g. to pick a KV cache slot).
+        """
+        super().__init__()
+        self.layer_index = layer_index
+        self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        c, d = config.hidden_size, config.head_dim
+        for suffix in ("", "_moe_gen"):
+            setattr(self, f"q_proj{suffix}", nn.Linear(c, config.num_heads * d, bias=True))
+            setattr(self, f"k_proj{suffix}", nn.Linear(c, config.num_kv_heads * d, bias=True))
+            setattr(self, f"v_proj{suffix}", nn.Linear(c, config.num_kv_heads * d, bias=True))
+            setattr(self, f"o_proj{suffix}", nn.Linear(config.num_heads * d, c, bias=False))
+            norm = (lambda: RMSNorm(d, config.rms_norm_eps)) if config.qk_norm else nn.Identity
+            setattr(self, f"q_norm{suffix}", norm())
+            setattr(self, f"k_norm{suffix}", norm())
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        route: ExpertRoute,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        attend: AttendFn,
+    ) -> torch.Tensor:
+        t = x.shape[0]
+        q = route.apply(x, self.q_proj, self.q_proj_moe_gen).view(
+            t, self.num_heads, self.head_dim
+        )  # (T, H, D)
+        k = route.apply(x, self.k_proj, self.k_proj_moe_gen).view(
+            t, self.num_kv_heads, self.head_dim
+        )  # (T, Hkv, D)
+        v = route.apply(x, self.v_proj, self.v_proj_moe_gen).view(
+            t, self.num_kv_heads, self.head_dim
+        )  # (T, Hkv, D)
+        q = route.apply(q, self.q_norm, self.q_norm_moe_gen)
+        k = route.apply(k, self.k_norm, self.k_norm_moe_gen)
+        cos, sin = rope
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = attend(self.layer_index, q, k, v).reshape(t, self.num_heads * self.head_dim)  # (T, H*D)
+        return route.apply(out, self.o_proj, self.o_proj_moe_gen)  # (T, C)
+
+
+class MoTDecoderLayer(nn.Module):
+    def __init__(self, config: LLMConfig, layer_index: int) -> None:
+        """One pre-norm decoder layer with an understanding and a generation expert.
+
+        Args:
+            config: language model config.
+            layer_index: position of the layer in the stack.
+        """
+        super().__init__()
+        c, eps = config.hidden_size, config.rms_norm_eps
+        self.input_layernorm = RMSNorm(c, eps)
+        self.input_layernorm_moe_gen = RMSNorm(c, eps)
+        self.self_attn = MoTAttention(config, layer_index)
+        self.post_attention_layernorm = RMSNorm(c, eps)
+        self.post_attention_layernorm_moe_gen = RMSNorm(c, eps)
+        self.mlp = SwiGLU(c, config.intermediate_size)
+        self.mlp_moe_gen = SwiGLU(c, config.intermediate_size)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        route: ExpertRoute,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        attend: AttendFn,
+    ) -> torch.Tensor:
+        h = route.apply(x, self.input_layernorm, self.input_layernorm_moe_gen)
+        x = x + self.self_attn(h, route, rope, attend)
+        h = route.apply(x, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
+        return x + route.apply(h, self.mlp, self.mlp_moe_gen)  # (T, C)
+
+
+class Qwen2MoTModel(nn.Module):
+    def __init__(self, config: LLMConfig) -> None:
+        """Embedding, decoder stack and split final norm.
+
+        Args:
+            config: language model config.
+        """
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(MoTDecoderLayer(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm_moe_gen = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta)
+        # Recompute each layer's activations in backward (set by the training module for large models).
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        gen_mask: torch.Tensor,
+        attend: AttendFn,
+    ) -> torch.Tensor:
+        """Runs the decoder stack on already embedded tokens.
+
+        Args:
+            inputs_embeds: (T, C) token embeddings (text, ViT and VAE tokens already placed).
+            position_ids: (T,) RoPE positions.
+            gen_mask: (T,) bool, True for tokens of the generation expert (VAE latent tokens).
+            attend: attention over the sequence, see `AttendFn`.
+
+        Returns:
+            (T, C) hidden states after the split final norm.
+        """
+        route = ExpertRoute.from_gen_mask(gen_mask)
+        rope = self.rotary_emb(position_ids, inputs_embeds.dtype)
+        x = inputs_embeds
+        for layer in self.layers:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(layer, x, route, rope, attend, use_reentrant=False)
+            else:
+                x = layer(x, route, rope, attend)
+        return route.apply(x, self.norm, self.norm_moe_gen)
+
+
+class Qwen2MoTForCausalLM(nn.Module):
+    def __init__(self, config: LLMConfig) -> None:
+        """The language model and its (untied) LM head.
+
+        Args:
+            config: language model config.
+        """
+        super().__init__()
+        self.model = Qwen2MoTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def copy_und_to_gen(self) -> None:
+        """Sets every `*_moe_gen` weight to its understanding twin (BAGEL's `init_moe`)."""
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, param in params.items():
+                if "_moe_gen" in name:
+                    param.copy_(params[name.replace("_moe_gen", "")])

@@ -1,0 +1,108 @@
+"""Routing of the Mixture-of-Transformers: text/ViT tokens never touch `*_moe_gen`, VAE tokens use only it."""
+
+import torch
+from bagel_testkit import INSPECTED
+
+from pdgen.models.bagel.qwen2_mot import ExpertRoute, RMSNorm, apply_rope
+
+
+def self_only(layer, q, k, v):
+    """An `attend` where each token sees only itself: makes every token's output a function of that token."""
+    return v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+
+
+def perturb(model, keep) -> None:
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if not keep(name):
+                param.add_(torch.randn_like(param))
+
+
+def test_text_only_outputs_do_not_depend_on_generation_weights(tiny_trunk, text_pack):
+    pack = text_pack(9, 5)
+    before = tiny_trunk(pack).hidden_states
+    perturb(tiny_trunk, keep=lambda name: "_moe_gen" not in name)
+    after = tiny_trunk(pack).hidden_states
+    assert torch.equal(before, after)
+    after.sum().backward()
+    gen_grads = [p.grad for name, p in tiny_trunk.named_parameters() if "_moe_gen" in name]
+    assert gen_grads and all(g is None for g in gen_grads)
+
+
+def test_vae_tokens_use_only_generation_weights_and_text_only_understanding_weights(tiny_trunk, tiny_config):
+    model = tiny_trunk.language_model.model
+    x = torch.randn(10, tiny_config.llm.hidden_size)
+    gen_mask = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
+    positions = torch.arange(10)
+    reference = model(x, positions, gen_mask, self_only)
+
+    perturb(model, keep=lambda name: "_moe_gen" in name or name.startswith("embed_tokens"))
+    und_perturbed = model(x, positions, gen_mask, self_only)
+    assert torch.equal(und_perturbed[gen_mask], reference[gen_mask]), (
+        "VAE tokens read an understanding weight"
+    )
+    assert not torch.allclose(und_perturbed[~gen_mask], reference[~gen_mask])
+
+    reference = und_perturbed
+    perturb(model, keep=lambda name: "_moe_gen" not in name)
+    gen_perturbed = model(x, positions, gen_mask, self_only)
+    assert torch.equal(gen_perturbed[~gen_mask], reference[~gen_mask]), (
+        "a text token read a generation weight"
+    )
+    assert not torch.allclose(gen_perturbed[gen_mask], reference[gen_mask])
+
+
+def test_every_expert_module_sees_exactly_its_tokens(tiny_trunk, pack_of):
+    pack = pack_of([INSPECTED])
+    rows: dict[str, int] = {}
+    layer = tiny_trunk.language_model.model.layers[0]
+    hooks = [
+        module.register_forward_hook(lambda m, args, out, name=name: rows.__setitem__(name, args[0].shape[0]))
+        for name, module in layer.named_modules()
+        if name.split(".")[-1]
+        in {
+            "input_layernorm",
+            "input_layernorm_moe_gen",
+            "mlp",
+            "mlp_moe_gen",
+            "q_proj",
+            "q_proj_moe_gen",
+            "o_proj",
+            "o_proj_moe_gen",
+            "k_norm",
+            "k_norm_moe_gen",
+        }
+    ]
+    tiny_trunk(pack)
+    for hook in hooks:
+        hook.remove()
+    n_vae = pack.packed_vae_token_indexes.numel()
+    n_und = pack.sequence_length - n_vae
+    assert n_vae == 2 * (2 * 3) + 2 * (2 * 2), "noised and clean copies of a 2x3 and a 2x2 latent grid"
+    for name, count in rows.items():
+        assert count == (n_vae if name.endswith("_moe_gen") else n_und), name
+
+
+def test_route_apply_puts_rows_back_in_sequence_order():
+    route = ExpertRoute.from_gen_mask(torch.tensor([False, True, False, True]))
+    x = torch.arange(4.0)[:, None]
+    out = route.apply(x, lambda t: t + 100, lambda t: t - 100)
+    assert out.flatten().tolist() == [100, -99, 102, -97]
+
+
+def test_rmsnorm_scales_to_unit_root_mean_square():
+    norm = RMSNorm(4, eps=1e-6)
+    x = torch.tensor([[3.0, -3.0, 3.0, -3.0]])
+    torch.testing.assert_close(norm(x), torch.tensor([[1.0, -1.0, 1.0, -1.0]]))
+
+
+def test_rope_is_relative_query_key_products_depend_on_distance_only(tiny_trunk):
+    rotary = tiny_trunk.language_model.model.rotary_emb
+    q, k = torch.randn(1, 1, 16), torch.randn(1, 1, 16)
+
+    def score(pq, pk):
+        cq, sq = rotary(torch.tensor([pq]), torch.float32)
+        ck, sk = rotary(torch.tensor([pk]), torch.float32)
+        return (apply_rope(q, cq, sq) * apply_rope(k, ck, sk)).sum()
+
+    torch.testing.assert_close(score(7, 3), score(104, 100))
