@@ -7,8 +7,11 @@ subcommands is the whole design:
 
 Its name (underscores become dashes) is the subcommand's name, the first line of its docstring is the
 one-line help that `pdgen --help` lists, the rest of the docstring and its Google-style `Args:` become
-`pdgen <group> <name> --help`, and its type-hinted parameters become the options (parameters without a
-default are positional). Every subcommand also accepts `-c/--config FILE` with its options in YAML.
+`pdgen <group> <name> --help`, and its type-hinted parameters become the options. Parameters without a
+default are positional, and so are positional-only ones (before `/`), optional when they have a
+default (`pdgen data parse "PROMPT"` or `pdgen data parse --file F`). A `bool` with a default is a flag:
+`--augment` sets it, `--no_augment` clears it. Every subcommand also accepts `-c/--config FILE` with
+its options in YAML.
 Helpers start with an underscore; names imported into the module are not subcommands. The group's own
 one-line help is the first line of the module docstring.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +79,31 @@ def subcommands(group: str) -> list[Subcommand]:
     ]
 
 
+def _hand_made_arguments(function: Callable) -> dict[str, tuple[str, dict]]:
+    """The parameters jsonargparse would not read as intended: `{name: (argument name, add_argument kwargs)}`.
+
+    A positional-only parameter with a default becomes an optional positional, and a `bool` with a
+    default becomes a `--name` / `--no_name` flag; every other parameter is left to jsonargparse.
+    """
+    from docstring_parser import parse as parse_docstring
+    from jsonargparse import ActionYesNo
+
+    hints = typing.get_type_hints(function)
+    helps = {p.arg_name: p.description for p in parse_docstring(inspect.getdoc(function) or "").params}
+    arguments = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if parameter.default is inspect.Parameter.empty:
+            continue
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+            arguments[name] = (name, dict(nargs="?", type=hints[name], default=parameter.default))
+        elif hints.get(name) is bool:
+            arguments[name] = (f"--{name}", dict(action=ActionYesNo, default=parameter.default))
+        else:
+            continue
+        arguments[name][1]["help"] = helps.get(name, "")
+    return arguments
+
+
 def run(group: str, argv: list[str]) -> None:
     """Parse `argv` (what follows `pdgen <group>`) and call the chosen subcommand.
 
@@ -96,14 +125,23 @@ def run(group: str, argv: list[str]) -> None:
         description = _description(inspect.getdoc(function))
         sub = ArgumentParser(prog=f"pdgen {group} {command.name}", description=description)
         sub.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with these options")
-        sub.add_function_arguments(function, as_positional=True, fail_untyped=True)
+        hand_made = _hand_made_arguments(function)
+        sub.add_function_arguments(function, as_positional=True, fail_untyped=True, skip=set(hand_made))
+        for argument, kwargs in hand_made.values():
+            sub.add_argument(argument, **kwargs)
         choices.add_subcommand(command.name, sub, help=command.summary)
     config = parser.parse_args(argv)
     chosen = config.command
     options = parser.instantiate(config)[chosen]
     arguments = {key: value for key, value in options.items() if key != "config"}
+    positional_only = [
+        name
+        for name, parameter in inspect.signature(functions[chosen]).parameters.items()
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY
+    ]
+    leading = [arguments.pop(name) for name in positional_only]
     try:
-        result = functions[chosen](**arguments)
+        result = functions[chosen](*leading, **arguments)
     except ValueError as error:  # user errors (TrajectoryError too) name what is wrong; no traceback
         raise SystemExit(f"pdgen {group} {chosen}: {error}") from error
     if result is not None:

@@ -8,10 +8,10 @@ is the help, its typed parameters the options. Keep imports of heavy modules ins
 from pathlib import Path
 
 
-def parse(prompt: str | None = None, file: Path | None = None) -> str:
+def parse(prompt: str | None = None, /, file: Path | None = None) -> str:
     """Parse prompts into scene graphs and GenEval constraints (one JSON object per prompt).
 
-    `pdgen data parse --prompt "a photo of two benchs"` or `pdgen data parse --file prompts.txt`.
+    `pdgen data parse "a photo of two benchs"` or `pdgen data parse --file prompts.txt`.
 
     Prints one line per prompt with keys `prompt`, `graph`, `include` and, for exact counts, `exclude`,
     the last two in GenEval's schema. A prompt that cannot be parsed exits non-zero naming the words

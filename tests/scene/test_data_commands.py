@@ -8,7 +8,7 @@ from pdgen.cli import main
 
 
 def test_data_parse_prints_geneval_constraints(capsys, tmp_path):
-    main(["data", "parse", "--prompt", "a photo of two benchs"])
+    main(["data", "parse", "a photo of two benchs"])
     record = json.loads(capsys.readouterr().out)
     assert record["include"] == [{"class": "bench", "count": 2}]
     assert record["exclude"] == [{"class": "bench", "count": 3}]
@@ -22,7 +22,7 @@ def test_data_parse_prints_geneval_constraints(capsys, tmp_path):
 
 def test_data_parse_fails_naming_the_words():
     with pytest.raises(SystemExit, match="could not understand 'flying'"):
-        main(["data", "parse", "--prompt", "a flying dog"])
+        main(["data", "parse", "a flying dog"])
 
 
 def test_data_plan_renders_each_step(capsys, tmp_path):
@@ -32,3 +32,14 @@ def test_data_plan_renders_each_step(capsys, tmp_path):
     assert lines[0] == f"0. [background] {background}"
     assert len(lines) == 4 and all("<ins>" in line and "</des>" in line for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"step_0{i}.png" for i in range(4)] + ["strip.png"]
+
+
+def test_data_plan_augment_is_a_flag(capsys):
+    prompt = "a red circle left of a blue square"
+    main(["data", "plan", prompt, "--seed", "3"])
+    plain = capsys.readouterr().out
+    main(["data", "plan", prompt, "--seed", "3", "--augment"])
+    augmented = capsys.readouterr().out
+    main(["data", "plan", prompt, "--seed", "3", "--no_augment"])
+    assert capsys.readouterr().out == plain
+    assert "[recolor]" in augmented and "[recolor]" not in plain
