@@ -178,6 +178,16 @@ def tile_plan(meta: PackedAttentionMeta, config: KernelConfig = DEFAULT_CONFIG) 
     return meta.cached(key, lambda: plan_tiles(meta, config.tile_m, config.tile_n))
 
 
+@triton.jit
+def _load_meta(sample_id, split_id, mode, idx, T, OUTSIDE: tl.constexpr):
+    """Sample, split and mode of the tokens at ``idx``. Positions past the pack read sample and split
+    OUTSIDE (-1 for queries, -2 for keys), which match nothing, so nothing past the pack is visible."""
+    in_pack = idx < T
+    return (tl.load(sample_id + idx, mask=in_pack, other=OUTSIDE),
+            tl.load(split_id + idx, mask=in_pack, other=OUTSIDE),
+            tl.load(mode + idx, mask=in_pack, other=0))
+
+
 # --------------------------------------------------------------------------------------------------
 # Forward
 # --------------------------------------------------------------------------------------------------
@@ -199,12 +209,9 @@ def _fwd_steps(acc, l_i, m_i, q, K, V, sample_id, split_id, mode, rows, q_sample
             in_pack = cols < T
             kT = tl.load(kT_ptrs, mask=in_pack[None, :], other=0.0)
             v = tl.load(v_ptrs, mask=in_pack[:, None], other=0.0)
-            visible = _may_attend(
-                rows[:, None], cols[None, :],
-                q_sample[:, None], tl.load(sample_id + cols, mask=in_pack, other=-2)[None, :],
-                q_split[:, None], tl.load(split_id + cols, mask=in_pack, other=-2)[None, :],
-                q_mode[:, None], tl.load(mode + cols, mask=in_pack, other=0)[None, :],
-            )
+            k_sample, k_split, k_mode = _load_meta(sample_id, split_id, mode, cols, T, -2)
+            visible = _may_attend(rows[:, None], cols[None, :], q_sample[:, None], k_sample[None, :],
+                                  q_split[:, None], k_split[None, :], q_mode[:, None], k_mode[None, :])
             qk = tl.where(visible, tl.dot(q, kT, input_precision=PRECISION) * qk_scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1))
             # A row may have seen nothing yet and see nothing here either: keep exp2 away from -inf - -inf.
@@ -240,9 +247,7 @@ def _fwd_kernel(Q, K, V, Out, LSE, sample_id, split_id, mode,
     in_pack = rows < T
     q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :], mask=in_pack[:, None],
                 other=0.0)  # (BLOCK, D), loaded once
-    q_sample = tl.load(sample_id + rows, mask=in_pack, other=-1)
-    q_split = tl.load(split_id + rows, mask=in_pack, other=-1)
-    q_mode = tl.load(mode + rows, mask=in_pack, other=0)
+    q_sample, q_split, q_mode = _load_meta(sample_id, split_id, mode, rows, T, -1)
 
     m_i = tl.full([BLOCK], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK], tl.float32)
@@ -296,12 +301,9 @@ def _dkdv_steps(dk, dv, k, v, Q, DO, LSE, DELTA, sample_id, split_id, mode, cols
             do = tl.load(do_ptrs, mask=in_pack[:, None], other=0.0)
             lse = tl.load(LSE + rows, mask=in_pack, other=0.0)
             delta = tl.load(DELTA + rows, mask=in_pack, other=0.0)
-            visible = _may_attend(
-                rows[None, :], cols[:, None],
-                tl.load(sample_id + rows, mask=in_pack, other=-1)[None, :], k_sample[:, None],
-                tl.load(split_id + rows, mask=in_pack, other=-1)[None, :], k_split[:, None],
-                tl.load(mode + rows, mask=in_pack, other=0)[None, :], k_mode[:, None],
-            )
+            q_sample, q_split, q_mode = _load_meta(sample_id, split_id, mode, rows, T, -1)
+            visible = _may_attend(rows[None, :], cols[:, None], q_sample[None, :], k_sample[:, None],
+                                  q_split[None, :], k_split[:, None], q_mode[None, :], k_mode[:, None])
             qkT = tl.dot(k, tl.trans(q), input_precision=PRECISION)
             pT = tl.where(visible, tl.math.exp2(qkT * qk_scale - lse[None, :]), 0.0)
         else:
@@ -335,9 +337,7 @@ def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sample_id, split_id, mode,
     v_offsets = cols[:, None] * stride_vt + hkv * stride_vh + offs_d[None, :]
     k = tl.load(K + k_offsets, mask=in_pack[:, None], other=0.0)  # (BLOCK, D)
     v = tl.load(V + v_offsets, mask=in_pack[:, None], other=0.0)
-    k_sample = tl.load(sample_id + cols, mask=in_pack, other=-2)
-    k_split = tl.load(split_id + cols, mask=in_pack, other=-2)
-    k_mode = tl.load(mode + cols, mask=in_pack, other=0)
+    k_sample, k_split, k_mode = _load_meta(sample_id, split_id, mode, cols, T, -2)
     full_count, partial_count = tl.load(col_full_count + kt), tl.load(col_partial_count + kt)
 
     dk = tl.zeros([BLOCK, HEAD_DIM], tl.float32)
@@ -372,12 +372,9 @@ def _dq_steps(dq, q, do, lse, delta, K, V, sample_id, split_id, mode, rows, q_sa
             in_pack = cols < T
             k = tl.load(k_ptrs, mask=in_pack[:, None], other=0.0)
             vT = tl.load(vT_ptrs, mask=in_pack[None, :], other=0.0)
-            visible = _may_attend(
-                rows[:, None], cols[None, :],
-                q_sample[:, None], tl.load(sample_id + cols, mask=in_pack, other=-2)[None, :],
-                q_split[:, None], tl.load(split_id + cols, mask=in_pack, other=-2)[None, :],
-                q_mode[:, None], tl.load(mode + cols, mask=in_pack, other=0)[None, :],
-            )
+            k_sample, k_split, k_mode = _load_meta(sample_id, split_id, mode, cols, T, -2)
+            visible = _may_attend(rows[:, None], cols[None, :], q_sample[:, None], k_sample[None, :],
+                                  q_split[:, None], k_split[None, :], q_mode[:, None], k_mode[None, :])
             qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
             p = tl.where(visible, tl.math.exp2(qk * qk_scale - lse[:, None]), 0.0)
         else:
@@ -412,9 +409,7 @@ def _dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sample_id, split_id, mode,
                  other=0.0)
     lse = tl.load(LSE + h * T + rows, mask=in_pack, other=0.0)
     delta = tl.load(DELTA + h * T + rows, mask=in_pack, other=0.0)
-    q_sample = tl.load(sample_id + rows, mask=in_pack, other=-1)
-    q_split = tl.load(split_id + rows, mask=in_pack, other=-1)
-    q_mode = tl.load(mode + rows, mask=in_pack, other=0)
+    q_sample, q_split, q_mode = _load_meta(sample_id, split_id, mode, rows, T, -1)
 
     dq = tl.zeros([BLOCK, HEAD_DIM], tl.float32)
     dq = _dq_steps(dq, q, do, lse, delta, K, V, sample_id, split_id, mode, rows, q_sample, q_split, q_mode,
