@@ -15,7 +15,6 @@ def test_eval_shapes_on_ground_truth(capsys, tmp_path):
             "--images",
             str(images),
             "--truth",
-            "true",
             "--per_tag",
             "2",
             "--samples",
