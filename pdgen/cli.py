@@ -48,7 +48,8 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _run_lightning(args: list[str]) -> None:
+def _run_lightning(args: list[str] | None) -> None:
+    """LightningCLI on `args`, or on `sys.argv` when None (it warns when given both)."""
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
@@ -81,7 +82,7 @@ def main(args: list[str] | None = None) -> None:
     elif command in commands.GROUPS:
         commands.run(command, argv[1:])
     elif command in LIGHTNING_COMMANDS:
-        _run_lightning(argv)
+        _run_lightning(args)
     else:
         print(usage(), file=sys.stderr)
         raise SystemExit(f"pdgen: unknown command {command!r}")
