@@ -1,10 +1,17 @@
 """Shared test fixtures, the one GPU gate (tests marked `gpu` skip without CUDA), the hypothesis profile."""
 
+import os
 import random
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+# Without a GPU the Triton kernels run under the interpreter. Triton reads the variable when a
+# `@triton.jit` decorator runs and when it first configures itself, so it must be set before any test
+# module imports triton, directly or through a library: this file is imported before all of them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # The machine is two shared cores: a wall-clock deadline per example would fail tests at random.
 settings.register_profile("pdgen", deadline=None, suppress_health_check=[HealthCheck.too_slow])

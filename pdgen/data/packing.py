@@ -368,13 +368,13 @@ class TrajectoryPacker:
     def _image_turn(self, image: Image.Image, generated: bool, target: bool, understood: bool) -> _Turn:
         """The copies of an image: noised (if a generation ``target``), clean VAE, ViT (if ``understood``)."""
         c = self.config
-        vae_grid = _grid(image.size, c.vae_min_size, c.vae_max_size, c.latent_downsample)
+        vae_grid = image_grid(image.size, c.vae_min_size, c.vae_max_size, c.latent_downsample)
         splits: list[Split] = []
         if target:
             splits.append(ImageSplit(image, "vae", vae_grid, position=-1, noised=True))
         splits.append(ImageSplit(image, "vae", vae_grid, position=-1))
         if understood:
-            vit_grid = _grid(image.size, c.vit_min_size, c.vit_max_size, c.vit_patch_size)
+            vit_grid = image_grid(image.size, c.vit_min_size, c.vit_max_size, c.vit_patch_size)
             splits.append(ImageSplit(image, "vit", vit_grid, position=-1))
         # A generated image's last copy decides continue or stop; an input image is given, nothing is decided.
         return _Turn(splits, decides_next=generated, first_token=self.ids.vision_start)
@@ -427,7 +427,7 @@ class TrajectoryPacker:
         return builder.build()
 
 
-def _grid(size: tuple[int, int], min_side: int, max_side: int, stride: int) -> tuple[int, int]:
+def image_grid(size: tuple[int, int], min_side: int, max_side: int, stride: int) -> tuple[int, int]:
     """(rows, cols) of ``stride``-pixel tokens for an image of ``size`` = (width, height).
 
     Shrink so the long side is at most ``max_side``, grow so the short side is at least ``min_side`` (the long
@@ -443,7 +443,7 @@ def _grid(size: tuple[int, int], min_side: int, max_side: int, stride: int) -> t
     return rows, cols
 
 
-def _pixels(image: Image.Image, grid: tuple[int, int], stride: int) -> torch.Tensor:
+def image_pixels(image: Image.Image, grid: tuple[int, int], stride: int) -> torch.Tensor:
     """The image resized to the grid, as a (3, H, W) float tensor in [-1, 1]."""
     rows, cols = grid
     resized = image.convert("RGB").resize((cols * stride, rows * stride), Image.Resampling.BICUBIC)
@@ -451,7 +451,7 @@ def _pixels(image: Image.Image, grid: tuple[int, int], stride: int) -> torch.Ten
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)
 
 
-def _patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
+def patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
     """(3, H, W) -> (rows * cols, patch * patch * 3): row-major patches, each flattened as (p, p, channel).
 
     That order matches SigLIP's patch embedding once its conv weight is stored as a linear layer (BAGEL's
@@ -462,7 +462,7 @@ def _patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
     return x.permute(1, 3, 2, 4, 0).reshape(-1, patch * patch * c)  # (rows * cols, p * p * 3)
 
 
-def _grid_position_ids(grid: tuple[int, int], table_side: int) -> torch.Tensor:
+def grid_position_ids(grid: tuple[int, int], table_side: int) -> torch.Tensor:
     """Flattened 2-D ids ``row * table_side + col`` of a grid, row-major: (rows * cols,) long."""
     rows, cols = grid
     return (torch.arange(rows)[:, None] * table_side + torch.arange(cols)[None, :]).reshape(-1)
@@ -542,17 +542,17 @@ class _PackBuilder:
         inner = torch.arange(start + 1, end)  # (rows * cols,)
         c = self.config
         if split.kind == "vae":
-            self.vae_images.append(_pixels(split.image, split.grid, c.latent_downsample))
+            self.vae_images.append(image_pixels(split.image, split.grid, c.latent_downsample))
             self.vae_shapes.append(split.grid)
             self.vae_indexes.append(inner)
-            self.latent_position_ids.append(_grid_position_ids(split.grid, c.max_latent_size))
+            self.latent_position_ids.append(grid_position_ids(split.grid, c.max_latent_size))
             self.timesteps.append(torch.full((inner.numel(),), math.nan if split.noised else 0.0))
             if split.noised:
                 self.mse_indexes.append(inner)
         else:
-            pixels = _pixels(split.image, split.grid, c.vit_patch_size)
-            self.vit_tokens.append(_patchify(pixels, c.vit_patch_size))
-            self.vit_position_ids.append(_grid_position_ids(split.grid, c.vit_max_patches_per_side))
+            pixels = image_pixels(split.image, split.grid, c.vit_patch_size)
+            self.vit_tokens.append(patchify(pixels, c.vit_patch_size))
+            self.vit_position_ids.append(grid_position_ids(split.grid, c.vit_max_patches_per_side))
             self.vit_indexes.append(inner)
             self.vit_seqlens.append(inner.numel())
 

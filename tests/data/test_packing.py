@@ -14,7 +14,7 @@ from pdgen.data.packing import (
     TokenBudget,
     TokenBudgetPacker,
     TrajectoryPacker,
-    _grid,
+    image_grid,
 )
 from pdgen.data.tokenizer import SpecialTokenIds, encode_text
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
@@ -281,10 +281,10 @@ def test_to_moves_every_tensor(tokenizer):
 
 def test_image_sizes_follow_the_config():
     big = PackingConfig.from_name("bagel-7b-mot")
-    assert _grid((1024, 768), big.vae_min_size, big.vae_max_size, 16) == (48, 64)
-    assert _grid((2048, 2048), big.vae_min_size, big.vae_max_size, 16) == (64, 64)  # shrunk to 1024
-    assert _grid((256, 128), big.vae_min_size, big.vae_max_size, 16) == (32, 64)  # grown to a 512 short side
-    assert _grid((4000, 100), big.vae_min_size, big.vae_max_size, 16) == (2, 64)  # the long side wins
+    assert image_grid((1024, 768), big.vae_min_size, big.vae_max_size, 16) == (48, 64)
+    assert image_grid((2048, 2048), big.vae_min_size, big.vae_max_size, 16) == (64, 64)  # shrunk to 1024
+    assert image_grid((256, 128), big.vae_min_size, big.vae_max_size, 16) == (32, 64)  # grown: short side 512
+    assert image_grid((4000, 100), big.vae_min_size, big.vae_max_size, 16) == (2, 64)  # the long side wins
 
 
 def test_config_checks_and_model_geometry():

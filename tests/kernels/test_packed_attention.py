@@ -1,8 +1,8 @@
 """The Triton kernel against the dense-mask reference.
 
-Without a GPU these run under ``TRITON_INTERPRET=1`` (see conftest.py) in fp32, where the interpreter is
-exact; tiles of 16 make the small packs span every tile kind. With a GPU the same tests compile the
-kernel, and the bf16 test at 7B head geometry runs too.
+Without a GPU these run under ``TRITON_INTERPRET=1`` (set in tests/conftest.py) in fp32, where the
+interpreter is exact; small tiles make the small packs span every tile kind. With a GPU the same tests
+compile the kernel, and the bf16 test at 7B head geometry runs too.
 """
 
 import pytest
