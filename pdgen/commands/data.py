@@ -6,6 +6,7 @@ is the help, its typed parameters the options. Keep imports of heavy modules ins
 """
 
 from pathlib import Path
+from typing import Literal
 
 
 def parse(prompt: str | None = None, /, file: Path | None = None) -> str:
@@ -60,6 +61,45 @@ def plan(
     except ValueError as error:  # ParseError, a class outside the world, no layout
         raise SystemExit(f"pdgen data plan: {error}") from error
     return "\n".join(f"{i}. [{g.op}] <ins>{g.ins}</ins><des>{g.des}</des>" for i, g in enumerate(goals))
+
+
+def build(
+    subset: Literal["multiturn"],
+    /,
+    out: Path = Path("data/multiturn"),
+    n: int = 10_000,
+    augment: bool = False,
+    seed: int = 0,
+    world: str = "default",
+    val_size: int = 64,
+    samples_per_shard: int = 500,
+) -> str:
+    """Build a training subset as webdataset shards, with a manifest and its statistics table.
+
+    `pdgen data build multiturn --out data/multiturn --n 10000 [--augment]`: ShapesEval train prompts built
+    step by step in the shapes world (Plan + Sketch per step), written as `train-*.tar` / `val-*.tar`
+    shards with the embedded tokenizer (`tokenizer/`) and `manifest.json`; the same data
+    `MultiTurnDataModule.prepare_data` builds for the same options. Prints the paper's Table 1 statistics.
+
+    Args:
+        subset: which subset to build: multiturn (the multi-turn generation subset).
+        out: the directory to write; it must not hold a shard set already.
+        n: training trajectories.
+        augment: let the planner rewrite steps into edits (recolor, replace, remove, move), probability 0.5.
+        seed: the data seed; the same options give the same shards.
+        world: the shapes world preset (default, all, small).
+        val_size: held-out trajectories for validation.
+        samples_per_shard: trajectories per shard.
+    """
+    from pdgen.data.build import AUGMENT_FLAG, MultiTurnSpec, build_multiturn
+    from pdgen.data.shards import MANIFEST, stats_table
+
+    if (out / MANIFEST).exists():
+        raise ValueError(f"{out} already holds a shard set ({MANIFEST}); choose another --out or delete it")
+    spec = MultiTurnSpec(n, val_size, seed, world, AUGMENT_FLAG if augment else 0.0, samples_per_shard)
+    manifest = build_multiturn(out, spec, progress=True)
+    shards = sum(len(entry["shards"]) for entry in manifest["splits"].values())
+    return f"{subset} subset: {shards} shards in {out}\n\n{stats_table(manifest['stats'])}"
 
 
 def _prompts(prompt: str | None, file: Path | None) -> list[str]:
