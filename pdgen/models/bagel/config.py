@@ -21,6 +21,7 @@ last (`vit_select_layer = -2`), so `ViTConfig.num_layers` is the json value minu
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,6 +220,9 @@ class AutoEncoderConfig:
         shift_factor: latent shift.
         in_channels: image channels in.
         out_channels: image channels out.
+        kind: ``"flux"`` (the learned FLUX autoencoder) or ``"pixel"`` (`PixelAutoEncoder`: lossless
+            space-to-depth, no weights; ``z_channels = in_channels * d**2`` fixes its downsample d, and
+            ``ch``/``ch_mult``/``num_res_blocks``/``num_groups`` are unused).
     """
 
     ch: int = 128
@@ -230,10 +234,22 @@ class AutoEncoderConfig:
     shift_factor: float = 0.1159
     in_channels: int = 3
     out_channels: int = 3
+    kind: str = "flux"
     downsample: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
+        if self.kind == "pixel":
+            side = math.isqrt(self.z_channels // self.in_channels)
+            if self.in_channels * side * side != self.z_channels or self.in_channels != self.out_channels:
+                raise ValueError(
+                    f"AutoEncoderConfig(kind='pixel'): z_channels={self.z_channels} must be "
+                    f"in_channels={self.in_channels} times a square (3 * d**2: 12, 48, 192) to be lossless"
+                )
+            object.__setattr__(self, "downsample", side)
+            return
+        if self.kind != "flux":
+            raise ValueError(f"AutoEncoderConfig.kind={self.kind!r}; expected 'flux' or 'pixel'")
         bad = [self.ch * m for m in self.ch_mult if (self.ch * m) % self.num_groups]
         if bad:
             raise ValueError(
@@ -336,5 +352,29 @@ PRESETS: dict[str, BagelConfig] = {
         ),
         vae=AutoEncoderConfig(ch=16, ch_mult=(1, 1, 2, 2), num_res_blocks=1, num_groups=8),
         max_latent_size=16,
+    ),
+    # The embedded default (`configs/full.yaml`): what learns to draw the shapes world in minutes on a CPU.
+    # The lossless pixel autoencoder (2x2 pixels -> 12 channels, `pixel_autoencoder.py`) replaces a random
+    # FLUX one, whose latents would mean nothing. A latent token is then 4x4 pixels = 48 values, fewer than
+    # the hidden width: `llm2vae` (rank <= hidden) can only denoise latent dimensions it can reach.
+    # max_latent_size 8 caps images at 32 px (8 x 8 tokens), the size the recipe in
+    # `reference/environment.md` trained at; 128 wide and 4 deep as there.
+    "embedded": BagelConfig(
+        name="embedded",
+        llm=LLMConfig(
+            vocab_size=1024,
+            hidden_size=128,
+            intermediate_size=384,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            rope_theta=10000.0,
+            max_position_embeddings=4096,
+        ),
+        vit=ViTConfig(
+            hidden_size=32, intermediate_size=64, num_heads=2, num_layers=1, patch_size=8, image_size=128
+        ),
+        vae=AutoEncoderConfig(kind="pixel", z_channels=12),
+        max_latent_size=8,
     ),
 }

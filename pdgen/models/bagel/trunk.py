@@ -39,6 +39,7 @@ from pdgen.models.bagel.cache import KVCache
 from pdgen.models.bagel.config import BagelConfig
 from pdgen.models.bagel.embeddings import MLPConnector, PositionEmbedding, TimestepEmbedder
 from pdgen.models.bagel.flow import add_noise, velocity_target
+from pdgen.models.bagel.pixel_autoencoder import PixelAutoEncoder
 from pdgen.models.bagel.qwen2_mot import Qwen2MoTForCausalLM
 from pdgen.models.bagel.siglip import SiglipVisionModel
 
@@ -111,7 +112,8 @@ class BagelTrunk(nn.Module):
         self.vit_model = SiglipVisionModel(config.vit)
         self.connector = MLPConnector(config.vit.hidden_size, c)
         self.vit_pos_embed = PositionEmbedding(config.vit.max_patches_per_side, c)
-        self.vae = AutoEncoder(config.vae)
+        # The embedded default swaps in a lossless pixel autoencoder (pixel_autoencoder.py); same interface.
+        self.vae = PixelAutoEncoder(config.vae) if config.vae.kind == "pixel" else AutoEncoder(config.vae)
         self.vae.requires_grad_(False)
         self.init_weights()
 

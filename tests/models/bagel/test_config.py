@@ -6,7 +6,7 @@ from pdgen.models.bagel import PRESETS, BagelConfig, LLMConfig, ViTConfig
 
 
 def test_presets_share_one_registry_and_derive_bagel_fields():
-    assert set(PRESETS) == {"bagel-7b-mot", "tiny"}
+    assert set(PRESETS) == {"bagel-7b-mot", "tiny", "embedded"}
     release = BagelConfig.from_name("bagel-7b-mot")
     assert release.llm.head_dim == 128
     assert release.vit.max_patches_per_side == 70 and release.vit.patch_dim == 588

@@ -1,0 +1,349 @@
+"""`ProcessDrivenModule`: one BAGEL trunk, three heads, the paper's loss, and the fine-tuning options.
+
+A training step takes one `PackedBatch` (a pack of interleaved trajectories, no batch dimension), draws a flow
+time per noised image (`pdgen.models.bagel.flow.sample_timesteps`: logit-normal, then BAGEL's shift), runs the
+trunk once and scores the three heads on its hidden states (`pdgen.models.heads`)::
+
+    loss = lambda_ce * CE + lambda_mse * MSE
+
+CE is averaged over *all* CE tokens of the pack (plan + inspect + special; the paper's eq. 3/6), not head by
+head; per-head means are logged beside it. Flow times, flow noise and the posterior sample come from the
+module's own `torch.Generator`, whose state is saved in the checkpoint: with a deterministic data order a
+resumed fit repeats the uninterrupted one exactly.
+
+Fine-tuning options (constructor arguments, so `pdgen fit --model.help ProcessDrivenModule` lists them):
+full fine-tune, LoRA through peft on chosen modules of either expert, QLoRA (LoRA over a bitsandbytes 4-bit
+base), freezing the understanding expert / ViT (the autoencoder is always frozen, as in BAGEL), gradient
+checkpointing, the packed-attention implementation. The optimizer is injected (`optimizer:` in a config, e.g.
+`bitsandbytes.optim.AdamW8bit` for 8-bit AdamW) and applied to trainable parameters only; the schedule is
+linear warm-up then cosine to `min_lr_ratio`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+
+from pdgen.data.packing import PackedBatch, PackingConfig
+from pdgen.models.bagel import BagelConfig, BagelTrunk
+from pdgen.models.bagel.flow import sample_timesteps
+from pdgen.models.heads import GeneratorHead, HeadLoss, InspectorHead, PlannerHead
+
+log = logging.getLogger(__name__)
+
+FineTune = Literal["full", "lora", "qlora"]
+Freezable = Literal["und", "vit", "vae"]
+
+# LoRA targets per expert (peft full-matches a string target as a regex against module names): the attention
+# and MLP projections of the decoder layers. The generation expert's copies carry the `_moe_gen` suffix.
+_LAYER = r".*language_model\.model\.layers\.\d+"  # decoder layers only, not the ViT's
+LORA_TARGETS = {
+    "und": [_LAYER + r"\.self_attn\.[qkvo]_proj", _LAYER + r"\.mlp\.(gate|up|down)_proj"],
+    "gen": [_LAYER + r"\.self_attn\.[qkvo]_proj_moe_gen", _LAYER + r"\.mlp_moe_gen\.(gate|up|down)_proj"],
+}
+
+
+def build_trunk(trunk: str, attn_impl: str) -> BagelTrunk:
+    """A trunk from a preset name (random init) or a checkpoint directory.
+
+    Args:
+        trunk: `BagelConfig` preset name (`embedded`, `tiny`, `bagel-7b-mot`) or a `save_pretrained` /
+            release directory.
+        attn_impl: packed attention implementation.
+    """
+    if Path(trunk).is_dir():
+        return BagelTrunk.from_pretrained(trunk, attn_impl=attn_impl)
+    try:
+        config = BagelConfig.from_name(trunk)
+    except ValueError as err:
+        raise ValueError(
+            f"model.trunk={trunk!r} is neither a checkpoint directory nor a preset: {err}"
+        ) from None
+    return BagelTrunk(config, attn_impl=attn_impl)
+
+
+def packing_for_trunk(packing: PackingConfig, config: BagelConfig) -> PackingConfig:
+    """`packing` with the trunk's image geometry; its policy (sizes, ViT copies) kept where the trunk allows.
+
+    The geometry (pixels per latent token, position-table sides) is a property of the model, so the model sets
+    it; the largest image side is capped at what the latent position table holds.
+    """
+    stride, table = config.latent_downsample, config.max_latent_size
+    vit_patch, vit_table = config.vit.patch_size, config.vit.max_patches_per_side
+    vae_max = min(packing.vae_max_size, stride * table)
+    vit_max = min(packing.vit_max_size, vit_patch * vit_table)
+    return dataclasses.replace(
+        packing,
+        latent_downsample=stride,
+        max_latent_size=table,
+        vit_patch_size=vit_patch,
+        vit_max_patches_per_side=vit_table,
+        vae_max_size=vae_max,
+        vae_min_size=min(packing.vae_min_size, vae_max),
+        vit_max_size=vit_max,
+        vit_min_size=min(packing.vit_min_size, vit_max),
+    )
+
+
+class ProcessDrivenModule(LightningModule):
+    def __init__(
+        self,
+        trunk: str = "embedded",
+        vision_start_id: int | None = None,
+        lambda_ce: float = 1.0,
+        lambda_mse: float = 1.0,
+        timestep_shift: float | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_steps: int = 200,
+        min_lr_ratio: float = 0.0,
+        schedule_steps: int | None = None,
+        finetune: FineTune = "full",
+        lora_rank: int = 16,
+        lora_alpha: float = 32.0,
+        lora_dropout: float = 0.0,
+        lora_experts: list[Literal["und", "gen"]] | None = None,
+        freeze: list[Freezable] | None = None,
+        separate_lm_heads: bool = False,
+        gradient_checkpointing: bool = False,
+        attn_impl: Literal["sdpa", "flex", "triton"] = "sdpa",
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            trunk: `BagelConfig` preset name (random init) or a checkpoint directory (`save_pretrained` or the
+                BAGEL-7B-MoT release).
+            vision_start_id: the tokenizer's `<|vision_start|>` id (splits SPECIAL labels between planner and
+                inspector); None reads it from the datamodule's `tokenizer` at setup.
+            lambda_ce: weight of the CE term (BAGEL's code 1.0; the paper reports 0.25).
+            lambda_mse: weight of the flow-matching MSE term.
+            timestep_shift: shift of the training flow times; None uses the trunk config's (1.0).
+            optimizer: optimizer class or callable over the trainable parameters (AdamW by default;
+                `bitsandbytes.optim.AdamW8bit` gives 8-bit AdamW).
+            warmup_steps: linear warm-up steps before the cosine decay.
+            min_lr_ratio: the cosine schedule ends at this fraction of the peak learning rate.
+            schedule_steps: length of warm-up + cosine in optimizer steps; None takes the trainer's estimate
+                (`max_steps`, or epochs x batches). Set it to stop early on the same schedule.
+            finetune: `full` (every unfrozen parameter), `lora` (peft adapters, base frozen) or `qlora`
+                (adapters over a bitsandbytes 4-bit base).
+            lora_rank: LoRA rank r.
+            lora_alpha: LoRA scale numerator (scale = alpha / r).
+            lora_dropout: dropout on the LoRA input.
+            lora_experts: which experts' projections get adapters, `und` and/or `gen` (default: both).
+            freeze: parts kept fixed in a full fine-tune: `und` (understanding expert of the LLM), `vit`
+                (SigLIP + connector), `vae` (always frozen anyway).
+            separate_lm_heads: give the planner and the inspector each its own copy of `lm_head` instead of
+                sharing the trunk's.
+            gradient_checkpointing: recompute decoder layers in the backward pass (memory for time).
+            attn_impl: packed attention: `sdpa` (dense mask; the CPU training path), `flex`, `triton`.
+            seed: seed of the module's generator for flow times and noise (saved with checkpoints).
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer_factory = optimizer
+        self.trunk = build_trunk(trunk, attn_impl)
+        self.trunk.language_model.model.gradient_checkpointing = gradient_checkpointing
+        self.generator_head = GeneratorHead()
+        self.planner_head: PlannerHead | None = None
+        self.inspector_head: InspectorHead | None = None
+        if vision_start_id is not None:
+            self._build_language_heads(vision_start_id)
+        self.noise_generator = torch.Generator().manual_seed(seed)
+        self._apply_finetune_mode()
+        # Adapter checkpoints hold only the trainable tensors; the base comes from `trunk`.
+        self.strict_loading = finetune == "full"
+        self._step_started = 0.0
+
+    # ------------------------------------------------------------------------------------ building
+
+    def _build_language_heads(self, vision_start_id: int) -> None:
+        def own_head() -> nn.Linear | None:
+            if not self.hparams.separate_lm_heads:
+                return None
+            head = nn.Linear(self.trunk.config.llm.hidden_size, self.trunk.config.llm.vocab_size, bias=False)
+            head.weight.data.copy_(self.trunk.language_model.lm_head.weight.data)
+            return head
+
+        self.hparams.vision_start_id = vision_start_id
+        self.planner_head = PlannerHead(vision_start_id, own_head())
+        self.inspector_head = InspectorHead(vision_start_id, own_head())
+
+    def setup(self, stage: str) -> None:
+        """Sets the datamodule's packing geometry from the trunk; reads `<|vision_start|>` off its tokenizer.
+
+        Runs after the datamodule's `setup` and before its loaders are made (Lightning's order), so packs are
+        built for this trunk whatever packing preset the datamodule was given.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        packing = getattr(datamodule, "packing_config", None)
+        if isinstance(packing, PackingConfig):
+            aligned = packing_for_trunk(packing, self.trunk.config)
+            if aligned != packing:
+                log.info("packing geometry set from the trunk %r: %s", self.trunk.config.name, aligned)
+                datamodule.packing_config = aligned
+        if self.planner_head is not None:
+            return
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError(
+                "ProcessDrivenModule: vision_start_id is not set and the datamodule has no `tokenizer` to "
+                "read it from; pass model.vision_start_id"
+            )
+        self._build_language_heads(tokenizer.convert_tokens_to_ids("<|vision_start|>"))
+
+    def _apply_finetune_mode(self) -> None:
+        hp = self.hparams
+        freeze = set(hp.freeze or [])
+        unknown = freeze - {"und", "vit", "vae"}
+        if unknown:
+            raise ValueError(f"model.freeze: unknown part(s) {sorted(unknown)}; choose from und, vit, vae")
+        if hp.finetune not in ("full", "lora", "qlora"):
+            raise ValueError(f"model.finetune={hp.finetune!r}; expected full, lora or qlora")
+        self.trunk.vae.requires_grad_(False)
+        if hp.finetune == "full":
+            if "vit" in freeze:
+                self.trunk.vit_model.requires_grad_(False)
+                self.trunk.connector.requires_grad_(False)
+            if "und" in freeze:
+                for name, param in self.trunk.language_model.named_parameters():
+                    if "_moe_gen" not in name and not name.startswith("lm_head"):
+                        param.requires_grad_(False)
+            return
+        experts = hp.lora_experts or ["und", "gen"]
+        targets = [pattern for expert in experts for pattern in LORA_TARGETS[expert]]
+        if hp.finetune == "qlora":
+            from pdgen.lit.quantize import quantize_linear_4bit
+
+            quantize_linear_4bit(self.trunk, "|".join(f"(?:{t})" for t in targets))
+        from peft import LoraConfig, inject_adapter_in_model
+
+        self.trunk.requires_grad_(False)
+        config = LoraConfig(
+            r=hp.lora_rank,
+            lora_alpha=hp.lora_alpha,
+            lora_dropout=hp.lora_dropout,
+            target_modules="|".join(f"(?:{t})" for t in targets),
+        )
+        inject_adapter_in_model(config, self.trunk)
+        for name, param in self.trunk.named_parameters():
+            param.requires_grad_("lora_" in name)
+
+    # ---------------------------------------------------------------------------------------- loss
+
+    def head_losses(self, batch: PackedBatch) -> dict[str, HeadLoss]:
+        """Draws flow times into `batch`, runs the trunk once, scores the three heads."""
+        if self.planner_head is None or self.inspector_head is None:
+            raise ValueError("ProcessDrivenModule: language heads are not built; pass vision_start_id")
+        self._check_geometry(batch)
+        shift = self.hparams.timestep_shift or self.trunk.config.timestep_shift
+        batch.packed_timesteps = sample_timesteps(batch, shift=shift, generator=self.noise_generator).to(
+            self.device
+        )
+        noise = torch.randn(
+            (batch.packed_vae_token_indexes.numel(), self.trunk.config.patch_latent_dim),
+            generator=self.noise_generator,
+        ).to(self.device)
+        latents = self.trunk.encode_images(batch.vae_images, generator=self.noise_generator)
+        out = self.trunk(batch, latents=latents, noise=noise)
+        return {
+            "plan": self.planner_head(self.trunk, out, batch),
+            "inspect": self.inspector_head(self.trunk, out, batch),
+            "generate": self.generator_head(self.trunk, out, batch),
+        }
+
+    def _check_geometry(self, batch: PackedBatch) -> None:
+        """A pack built for another trunk geometry fails here with both numbers, not deep inside a reshape."""
+        if not batch.vae_images:
+            return
+        stride = self.trunk.config.latent_downsample
+        height = batch.vae_images[0].shape[-2]
+        rows = batch.vae_latent_shapes[0][0]
+        if height != rows * stride:
+            raise ValueError(
+                f"pack geometry: an image of {height} px rows is {rows} latent tokens, i.e. "
+                f"{height // max(rows, 1)} px per token, but the trunk's latent_downsample is {stride}; "
+                "build the packing config with PackingConfig.for_model(trunk.config)"
+            )
+
+    def total_loss(self, losses: dict[str, HeadLoss]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, ce, mse): CE averaged over all CE tokens together, MSE over noised tokens."""
+        ce_count = losses["plan"].count + losses["inspect"].count
+        ce = (losses["plan"].loss_sum + losses["inspect"].loss_sum) / max(ce_count, 1)
+        mse = losses["generate"].mean
+        return self.hparams.lambda_ce * ce + self.hparams.lambda_mse * mse, ce, mse
+
+    def _shared_step(self, batch: PackedBatch, stage: str) -> torch.Tensor:
+        losses = self.head_losses(batch)
+        loss, ce, mse = self.total_loss(losses)
+        train = stage == "train"
+        log = dict(on_step=train, on_epoch=not train, batch_size=1)
+        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
+        self.log(f"{stage}/ce", ce, **log)
+        self.log(f"{stage}/mse", mse, prog_bar=train, **log)
+        for name, head in losses.items():
+            if head.count:
+                self.log(f"{stage}/{name}_loss", head.mean.detach(), **log)
+                for metric, value in head.metrics.items():
+                    self.log(f"{stage}/{name}_{metric}", value, **log)
+        return loss
+
+    def training_step(self, batch: PackedBatch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: PackedBatch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: PackedBatch, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._step_started
+        self.log("train/tokens_per_s", batch.sequence_length / max(elapsed, 1e-9), on_step=True, batch_size=1)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=1)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return (
+            batch.to(device)
+            if isinstance(batch, PackedBatch)
+            else super().transfer_batch_to_device(batch, device, dataloader_idx)
+        )
+
+    # ----------------------------------------------------------------------------------- optimizer
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("ProcessDrivenModule: no trainable parameters (check model.freeze / finetune)")
+        optimizer = self.optimizer_factory(params)
+        total = self.hparams.schedule_steps or max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup, floor = self.hparams.warmup_steps, self.hparams.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --------------------------------------------------------------------------------- checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["noise_generator"] = self.noise_generator.get_state()
+        if self.hparams.finetune != "full":
+            # Only what trains is saved: the adapters (and any separate lm heads); the base is `trunk`.
+            trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "noise_generator" in checkpoint:
+            self.noise_generator.set_state(checkpoint["noise_generator"])

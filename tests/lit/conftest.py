@@ -1,0 +1,24 @@
+"""Fixtures of the training tests: deterministic world packs (`world_packs.py`), a tiny module on them."""
+
+import pytest
+import torch
+from world_packs import WorldPacks
+
+from pdgen.lit import ProcessDrivenModule
+
+
+@pytest.fixture(scope="session")
+def world_packs() -> WorldPacks:
+    return WorldPacks(num_packs=2, samples_per_pack=2)
+
+
+@pytest.fixture
+def make_module(world_packs):
+    """`make_module(**kwargs)`: the embedded trunk with its heads, seeded."""
+
+    def build(**kwargs) -> ProcessDrivenModule:
+        torch.manual_seed(0)
+        vision_start = world_packs.tokenizer.convert_tokens_to_ids("<|vision_start|>")
+        return ProcessDrivenModule("embedded", vision_start_id=vision_start, **kwargs)
+
+    return build

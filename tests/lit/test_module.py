@@ -1,0 +1,130 @@
+"""`ProcessDrivenModule` without a Trainer: the loss it optimises and what each fine-tuning option trains."""
+
+import copy
+
+import pytest
+import torch
+
+from pdgen.lit.module import LORA_TARGETS
+
+
+def test_loss_is_ce_over_all_ce_tokens_plus_mse(make_module, world_packs):
+    module = make_module(lambda_ce=0.25, lambda_mse=1.0)
+    batch = copy.copy(world_packs.packs[0])
+    losses = module.head_losses(batch)
+    loss, ce, mse = module.total_loss(losses)
+    plan, inspect = losses["plan"], losses["inspect"]
+    expected_ce = (plan.loss_sum + inspect.loss_sum) / (plan.count + inspect.count)
+    torch.testing.assert_close(ce, expected_ce)
+    torch.testing.assert_close(loss, 0.25 * ce + mse)
+    assert plan.count + inspect.count == batch.packed_label_ids.numel()
+    assert not torch.isnan(batch.packed_timesteps).any(), "the module drew the flow times"
+
+
+def test_the_module_generator_makes_steps_repeatable(make_module, world_packs):
+    first, second = make_module(seed=3), make_module(seed=3)
+    a = first.total_loss(first.head_losses(copy.copy(world_packs.packs[0])))[0]
+    b = second.total_loss(second.head_losses(copy.copy(world_packs.packs[0])))[0]
+    assert a.item() == b.item()
+
+
+def test_freezing_the_understanding_expert_and_vit_leaves_the_generation_expert(make_module):
+    module = make_module(freeze=["und", "vit"])
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    assert "trunk.language_model.model.layers.0.self_attn.q_proj_moe_gen.weight" in trainable
+    assert "trunk.language_model.model.layers.0.self_attn.q_proj.weight" not in trainable
+    frozen_parts = ("trunk.vit_model.", "trunk.connector.", "trunk.vae.")
+    assert not any(name.startswith(frozen_parts) for name in trainable)
+    assert "trunk.llm2vae.weight" in trainable and "trunk.language_model.lm_head.weight" in trainable
+    with pytest.raises(ValueError, match="unknown part\\(s\\) \\['llm'\\]"):
+        make_module(freeze=["llm"])
+
+
+@pytest.mark.parametrize("expert", ["und", "gen"])
+def test_lora_targets_one_expert_by_name(make_module, expert):
+    module = make_module(finetune="lora", lora_rank=4, lora_experts=[expert])
+    trainable = [name for name, p in module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    adapted = {name.split(".lora_")[0] for name in trainable}
+    assert len(adapted) == 7 * module.trunk.config.llm.num_layers, "q, k, v, o, gate, up, down per layer"
+    assert all(("_moe_gen" in name) == (expert == "gen") for name in adapted), sorted(adapted)
+    assert len(LORA_TARGETS[expert]) == 2
+
+
+def test_lora_trains_only_adapters_and_merging_gives_base_plus_adapter(make_module, world_packs):
+    base = make_module()
+    module = make_module(finetune="lora", lora_rank=4, lora_alpha=8.0)
+    frozen_before = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        optimizer.zero_grad()
+        module.total_loss(module.head_losses(copy.copy(world_packs.packs[0])))[0].backward()
+        optimizer.step()
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            assert torch.equal(param, frozen_before[name]), f"{name} changed"
+
+    layer = module.trunk.language_model.model.layers[0].self_attn.q_proj
+    base_weight = base.trunk.language_model.model.layers[0].self_attn.q_proj.weight
+    delta = layer.lora_B["default"].weight @ layer.lora_A["default"].weight * (8.0 / 4)
+    assert delta.abs().sum() > 0, "the adapter trained"
+    batch = copy.copy(world_packs.packs[1])
+    module.eval()
+    with torch.no_grad():
+        module.noise_generator.manual_seed(0)
+        unmerged = module.total_loss(module.head_losses(batch))[0]
+        for submodule in module.modules():
+            if hasattr(submodule, "merge") and hasattr(submodule, "lora_A"):
+                submodule.merge()
+        torch.testing.assert_close(layer.base_layer.weight, base_weight + delta)
+        module.noise_generator.manual_seed(0)
+        merged = module.total_loss(module.head_losses(batch))[0]
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_checkpoints_hold_only_the_adapters(make_module):
+    module = make_module(finetune="lora", lora_rank=4)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and all("lora_" in key for key in checkpoint["state_dict"])
+    assert "noise_generator" in checkpoint
+
+
+def test_qlora_quantizes_the_base_and_trains_adapters_on_cpu(make_module, world_packs):
+    module = make_module(finetune="qlora", lora_rank=4, lora_experts=["gen"])
+    layer = module.trunk.language_model.model.layers[0].mlp_moe_gen.up_proj
+    assert type(layer.base_layer).__name__ == "Linear4bit"
+    loss = module.total_loss(module.head_losses(copy.copy(world_packs.packs[0])))[0]
+    loss.backward()
+    assert layer.lora_B["default"].weight.grad is not None
+
+
+def test_the_schedule_warms_up_then_decays_to_the_floor(make_module):
+    module = make_module(warmup_steps=2, min_lr_ratio=0.1, schedule_steps=10)
+    optimizer = module.configure_optimizers()
+    scheduler = optimizer["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(12):
+        lrs.append(scheduler.get_last_lr()[0] / 1e-3)
+        optimizer["optimizer"].step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(0.1) and lrs[11] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
+
+
+def test_an_injected_8bit_adamw_gets_only_trainable_parameters(make_module, world_packs):
+    import bitsandbytes as bnb
+
+    module = make_module(
+        freeze=["vit"], schedule_steps=10, optimizer=lambda params: bnb.optim.AdamW8bit(params, lr=1e-3)
+    )
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, bnb.optim.AdamW8bit)
+    given = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert given == {id(p) for p in module.parameters() if p.requires_grad}
+    assert not any(id(p) in given for p in module.trunk.vit_model.parameters())
+    module.total_loss(module.head_losses(copy.copy(world_packs.packs[0])))[0].backward()
+    before = module.trunk.llm2vae.weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(module.trunk.llm2vae.weight, before)
