@@ -188,6 +188,13 @@ def _load_meta(sample_id, split_id, mode, idx, T, OUTSIDE: tl.constexpr):
             tl.load(mode + idx, mask=in_pack, other=0))
 
 
+@triton.jit
+def _step_offsets(index_ptr, i, TILE: tl.constexpr, STEP: tl.constexpr):
+    """Token offsets of step ``i`` of a tile list walked STEP tokens at a time (TILE // STEP steps a tile)."""
+    tile = tl.load(index_ptr + i // (TILE // STEP))
+    return tile * TILE + (i % (TILE // STEP)) * STEP + tl.arange(0, STEP)
+
+
 # --------------------------------------------------------------------------------------------------
 # Forward
 # --------------------------------------------------------------------------------------------------
@@ -201,8 +208,7 @@ def _fwd_steps(acc, l_i, m_i, q, K, V, sample_id, split_id, mode, rows, q_sample
     """Online softmax over a list of key tiles (all full, or all partial if MASKED), STEP keys at a time."""
     offs_d = tl.arange(0, HEAD_DIM)
     for i in range(count * (TILE_N // STEP)):
-        cols = (tl.load(index_ptr + i // (TILE_N // STEP)) * TILE_N + (i % (TILE_N // STEP)) * STEP
-                + tl.arange(0, STEP))
+        cols = _step_offsets(index_ptr, i, TILE_N, STEP)
         kT_ptrs = K + cols[None, :] * stride_kt + offs_d[:, None]  # (D, STEP)
         v_ptrs = V + cols[:, None] * stride_vt + offs_d[None, :]  # (STEP, D)
         if MASKED:
@@ -291,8 +297,7 @@ def _dkdv_steps(dk, dv, k, v, Q, DO, LSE, DELTA, sample_id, split_id, mode, cols
     """Accumulate dK, dV of one key block over a list of query tiles (one query head), STEP rows at a time."""
     offs_d = tl.arange(0, HEAD_DIM)
     for i in range(count * (TILE_M // STEP)):
-        rows = (tl.load(index_ptr + i // (TILE_M // STEP)) * TILE_M + (i % (TILE_M // STEP)) * STEP
-                + tl.arange(0, STEP))
+        rows = _step_offsets(index_ptr, i, TILE_M, STEP)
         q_ptrs = Q + rows[:, None] * stride_qt + offs_d[None, :]
         do_ptrs = DO + rows[:, None] * stride_dot + offs_d[None, :]
         if MASKED:
@@ -364,8 +369,7 @@ def _dq_steps(dq, q, do, lse, delta, K, V, sample_id, split_id, mode, rows, q_sa
     """Accumulate dQ of one query block over a list of key tiles, STEP keys at a time."""
     offs_d = tl.arange(0, HEAD_DIM)
     for i in range(count * (TILE_N // STEP)):
-        cols = (tl.load(index_ptr + i // (TILE_N // STEP)) * TILE_N + (i % (TILE_N // STEP)) * STEP
-                + tl.arange(0, STEP))
+        cols = _step_offsets(index_ptr, i, TILE_N, STEP)
         k_ptrs = K + cols[:, None] * stride_kt + offs_d[None, :]  # (STEP, D)
         vT_ptrs = V + cols[None, :] * stride_vt + offs_d[:, None]  # (D, STEP)
         if MASKED:
