@@ -12,9 +12,17 @@ jsonargparse imports the module when it reads the path, so nothing is imported u
 
 from __future__ import annotations
 
+import os
 import sys
 
-from pdgen import __version__, commands
+# OpenMP threads that finish early spin while they wait for the others. On a small shared CPU (the embedded
+# default's 2 cores, one of them also feeding the DataLoader worker) the spinning threads take the cores the
+# late ones need: a training step ran 2.3x slower spinning with one other busy process, 15x with two
+# (docs/benchmarks.md). The policy is read once, when torch loads its OpenMP runtime, so it is set before
+# anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pdgen import __version__, commands  # noqa: E402
 
 LIGHTNING_COMMANDS = {
     "fit": "Train a model: runs the training loop with periodic validation.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -137,3 +138,18 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert len(commands_in_readme) == 2 and all("\n" not in command for command in commands_in_readme)
     install_and_test = commands_in_readme[1]
     assert install_and_test in (ROOT / ".ci/run").read_text().splitlines()
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_makes_openmp_wait_passively_unless_told_otherwise(given, expected):
+    # Read once when torch loads OpenMP, so it must be set by importing pdgen.cli, before torch.
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = (
+        "import os, sys, pdgen.cli\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -10,8 +10,8 @@ BAGEL's ``prepare_attention_mask_per_sample``:
                               and not (k is in a noise split other than q's)
 
 ``may_attend`` is that sentence as an expression over per-token metadata. All implementations
-consume the same function: ``sdpa`` broadcasts it into a dense boolean mask (the readable reference,
-and the CPU training path), ``flex`` uses it as a FlexAttention ``mask_mod``, and ``triton``
+consume the same function: ``sdpa`` broadcasts it into dense boolean masks, one per sample (the readable
+reference, and the CPU training path), ``flex`` uses it as a FlexAttention ``mask_mod``, and ``triton``
 (``pdgen/kernels/packed_attention.py``) compiles it into the kernel to mask the tiles it cannot skip.
 
 Shapes: T packed tokens, H query heads, Hkv key/value heads (GQA: H % Hkv == 0), D head dim.
@@ -21,6 +21,7 @@ Tensors are in the packed "varlen" layout BAGEL uses: q (T, H, D), k and v (T, H
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -141,6 +142,19 @@ class PackedAttentionMeta:
             self._cache["dense"] = self.may_attend(idx[:, None], idx[None, :])
         return self._cache["dense"]
 
+    def sample_masks(self) -> list[tuple[int, int, torch.Tensor]]:
+        """``(start, end, mask)`` per sample: its token range and its (n, n) block of the dense mask."""
+
+        def build():
+            counts = torch.unique_consecutive(self.sample_id, return_counts=True)[1].tolist()
+            blocks = []
+            for end, n in zip(itertools.accumulate(counts), counts, strict=True):
+                idx = torch.arange(end - n, end, device=self.device)
+                blocks.append((end - n, end, self.may_attend(idx[:, None], idx[None, :])))
+            return blocks
+
+        return self.cached(("sample_masks",), build)
+
     def cached(self, key: tuple, build):
         """Memoise a structure derived from this pack (used by the flex and triton implementations)."""
         if key not in self._cache:
@@ -207,15 +221,19 @@ def _warn_fallback(impl: str) -> None:
 
 
 def _sdpa(q, k, v, meta, scale):
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1)[None],  # (1, H, T, D)
-        k.transpose(0, 1)[None],  # (1, Hkv, T, D)
-        v.transpose(0, 1)[None],
-        attn_mask=meta.dense_mask(),
-        scale=scale,
-        enable_gqa=True,
-    )
-    return out[0].transpose(0, 1)  # (T, H, D)
+    # The rule never lets a sample see another, so the (T, T) mask is block-diagonal: attending sample by
+    # sample gives the same output for sum(n_i^2) work instead of T^2 (6x less for a pack of six samples).
+    out = torch.empty_like(q)
+    for start, end, mask in meta.sample_masks():
+        out[start:end] = F.scaled_dot_product_attention(
+            q[start:end].transpose(0, 1)[None],  # (1, H, n, D)
+            k[start:end].transpose(0, 1)[None],  # (1, Hkv, n, D)
+            v[start:end].transpose(0, 1)[None],
+            attn_mask=mask,  # (n, n)
+            scale=scale,
+            enable_gqa=True,
+        )[0].transpose(0, 1)  # (n, H, D)
+    return out
 
 
 FLEX_BLOCK_SIZE = 128  # FlexAttention's default; BAGEL builds its block masks with the same size

@@ -31,7 +31,7 @@ def block_attention(
     past_k: torch.Tensor,
     past_v: torch.Tensor,
     causal: bool,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Attention of a query block over the cache and itself.
 
     Args:
@@ -43,18 +43,21 @@ def block_attention(
         causal: causal inside the block (text) or bidirectional (an image).
 
     Returns:
-        (Q, H, D) attention output.
+        (Q, H, D) attention output, and the (L+Q, Hkv, D) keys and values it attended to (the cache
+        after the block, so that a write does not concatenate twice).
     """
     n_q, n_past = q.shape[0], past_k.shape[0]
-    keys = torch.cat([past_k, k])  # (L+Q, Hkv, D)
-    values = torch.cat([past_v, v])  # (L+Q, Hkv, D)
-    mask = torch.ones(n_q, n_past + n_q, dtype=torch.bool, device=q.device)  # (Q, L+Q)
-    if causal:
-        mask[:, n_past:] = torch.ones(n_q, n_q, dtype=torch.bool, device=q.device).tril()
+    keys = torch.cat([past_k, k]) if n_past else k  # (L+Q, Hkv, D)
+    values = torch.cat([past_v, v]) if n_past else v  # (L+Q, Hkv, D)
+    # Only a causal block of several tokens masks anything. An all-True mask would not change the result
+    # but sends SDPA to its slow masked path on CPU: a decoded token and every image block skip it.
+    mask = None
+    if causal and n_q > 1:
+        mask = torch.ones(n_q, n_past + n_q, dtype=torch.bool, device=q.device).tril(n_past)  # (Q, L+Q)
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1), keys.transpose(0, 1), values.transpose(0, 1), attn_mask=mask, enable_gqa=True
     )  # (H, Q, D)
-    return out.transpose(0, 1)
+    return out.transpose(0, 1), keys, values
 
 
 class KVCache:
@@ -86,10 +89,9 @@ class KVCache:
             past_k, past_v = self.keys[layer], self.values[layer]
             if past_k is None:
                 past_k, past_v = k[:0], v[:0]
-            out = block_attention(q, k, v, past_k, past_v, causal)
+            out, keys, values = block_attention(q, k, v, past_k, past_v, causal)
             if update:
-                self.keys[layer] = torch.cat([past_k, k])
-                self.values[layer] = torch.cat([past_v, v])
+                self.keys[layer], self.values[layer] = keys, values
             return out
 
         return attend
