@@ -108,7 +108,8 @@ def run(group: str, argv: list[str]) -> None:
     """Parse `argv` (what follows `pdgen <group>`) and call the chosen subcommand.
 
     A subcommand that returns something other than None has it printed. A `ValueError` it raises is a
-    user error: it ends the command with its message and exit status 1, without a traceback.
+    user error: it ends the command with its message and exit status 1, without a traceback. A group with
+    a single subcommand may leave its name out (`pdgen view DIR` is `pdgen view html DIR`).
 
     Raises:
         SystemExit: on `--help`, a usage error or a user error.
@@ -130,6 +131,9 @@ def run(group: str, argv: list[str]) -> None:
         for argument, kwargs in hand_made.values():
             sub.add_argument(argument, **kwargs)
         choices.add_subcommand(command.name, sub, help=command.summary)
+    names = [command.name for command in subcommands(group)]
+    if len(names) == 1 and argv and argv[0] not in names and not argv[0].startswith("-"):
+        argv = [names[0], *argv]
     config = parser.parse_args(argv)
     chosen = config.command
     options = parser.instantiate(config)[chosen]

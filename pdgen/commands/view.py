@@ -2,7 +2,7 @@
 
 `pdgen view <name>`: every public function below is one subcommand (see `pdgen.commands`): its docstring
 is the help, its typed parameters the options. `pdgen --help` does not import this module, and running a
-view command needs only PIL.
+view command needs only PIL (a prediction folder's cost summary also imports `pdgen.inference`).
 """
 
 from __future__ import annotations
@@ -10,48 +10,166 @@ from __future__ import annotations
 import base64
 import html as html_text
 import io
+import json
 import os
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
+from pdgen.eval.predictions import (
+    COST_FIGURES,
+    Prediction,
+    cost_summary,
+    is_prediction_folder,
+    read_predictions,
+)
 from pdgen.trajectory import JSON_NAME, Inspect, Plan, Refine, Sketch, Trajectory
 
 
-def html(path: Path, out: Path = Path("trajectories.html"), limit: int = 50, size: int = 128) -> str:
+def html(
+    path: Path,
+    out: Path = Path("trajectories.html"),
+    limit: int = 50,
+    size: int = 128,
+    results: Path | None = None,
+) -> str:
     """Write one HTML page that shows trajectories step by step, with their images inline.
 
     Each trajectory is a row of cards: the prompt (and input image), then every Plan, Sketch, Inspect and
-    Refine in order; the last image, the answer, is outlined.
+    Refine in order; the last image, the answer, is outlined. For a prediction folder (what `pdgen
+    predict` writes) each sample's row also shows its costs and, given scores, its verdict; the page
+    opens with the folder's cost summary. Images are data URLs: the page needs no server and no other
+    file.
 
     Args:
-        path: a trajectory directory (as `Trajectory.save` writes it), a webdataset `.tar` shard of
+        path: a prediction folder (`00000/metadata.jsonl`, `00000/trajectory/0000/trajectory.json`, ...),
+            a trajectory directory (as `Trajectory.save` writes it), a webdataset `.tar` shard of
             trajectory samples (`KEY.trajectory.json`, `KEY.00.png`, …), or a folder searched for both.
         out: the HTML file to write.
         limit: show at most this many trajectories.
         size: the longer side of every image on the page, in screen pixels; small images are enlarged
             with sharp pixels.
+        results: per-image scores to show with a prediction folder: GenEval's `results.jsonl` or the
+            JSON report of `pdgen eval ... --out` (rows are matched by their image's file name);
+            `PATH/results.jsonl` is read when present and this is not given.
 
     Returns:
         The path of the page written.
     """
-    sections = []
-    for title, trajectory in _trajectories(path):
-        if len(sections) == limit:
-            break
-        sections.append(_section(title, trajectory, size))
+    if is_prediction_folder(path):
+        header, sections = _prediction_sections(path, limit, size, results)
+    else:
+        header, sections = "", []
+        for title, trajectory in _trajectories(path):
+            if len(sections) == limit:
+                break
+            sections.append(_section(title, _trajectory_cards(trajectory, size)))
     if not sections:
-        raise ValueError(f"no trajectories in {path} (looked for trajectory.json and .tar shards)")
-    page = _PAGE.format(count=len(sections), sections="\n".join(sections))
+        raise ValueError(
+            f"no trajectories in {path} (looked for prediction folders, trajectory.json and .tar shards)"
+        )
+    page = _PAGE.format(count=len(sections), header=header, sections="\n".join(sections))
     out.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(page)
     os.replace(temporary, out)
     return str(out)
+
+
+def _prediction_sections(path: Path, limit: int, size: int, results: Path | None) -> tuple[str, list[str]]:
+    """The page header (cost summary, score summary) and one section per sample of a prediction folder."""
+    if results is None and (path / "results.jsonl").is_file():
+        results = path / "results.jsonl"
+    scores = _read_scores(results) if results is not None else {}
+    sections = []
+    for prediction in read_predictions(path)[:limit]:
+        metadata = prediction.folder.metadata
+        tag = f" · {metadata['tag']}" if "tag" in metadata else ""
+        title = f"{prediction.index:05d} · sample {prediction.sample}{tag}"
+        if prediction.trajectory is not None:
+            cards = _trajectory_cards(Trajectory.load(prediction.trajectory), size)
+        else:
+            cards = _untraced_cards(prediction, size)
+        extra = []
+        if (row := scores.get((prediction.index, prediction.sample))) is not None:
+            extra.append(_score_card(row))
+        if prediction.costs is not None:
+            extra.append(_costs_card(prediction.costs))
+        sections.append(_section(title, cards[:1] + extra + cards[1:]))
+    parts = []
+    if (summary := cost_summary(path)) is not None:
+        figures = " · ".join(f"{label} {summary[key]:.2f}" for label, key in COST_FIGURES if key in summary)
+        parts.append(f"<p>Mean cost per sample ({summary.get('prompts', '?')} samples): {figures}</p>")
+    if scores:
+        correct = [row["correct"] for row in scores.values() if "correct" in row]
+        wiscores = [row["wiscore"] for row in scores.values() if row.get("wiscore") is not None]
+        if correct:
+            parts.append(
+                f"<p>Correct: {sum(correct)} of {len(correct)} images ({html_text.escape(str(results))})</p>"
+            )
+        if wiscores:
+            mean = sum(wiscores) / len(wiscores)
+            parts.append(f"<p>Mean WiScore {mean:.3f} over {len(wiscores)} images</p>")
+    return "\n".join(parts), sections
+
+
+def _untraced_cards(prediction: Prediction, size: int) -> list[str]:
+    """A sample without a trajectory (single pass, or output that is not a valid trajectory): the prompt,
+    what the generation record says (stop reason, error, text), every image drawn, the final image."""
+    generation = prediction.generation or {}
+    cards = [
+        _text_card(
+            "prompt", "Prompt", str(generation.get("prompt", prediction.folder.metadata.get("prompt")))
+        )
+    ]
+    notes = [
+        f"{key.replace('_', ' ')}: {generation[key]}"
+        for key in ("mode", "stop_reason", "error")
+        if generation.get(key)
+    ]
+    if generation.get("text"):
+        notes.append(str(generation["text"]))
+    if notes:
+        cards.append(_text_card("inspect", "Generation (no trajectory)", *notes))
+    # The final image is one of the drawn ones when the record names it; otherwise (nothing drawn) the
+    # sample's samples/NNNN.png is a blank stand-in, shown so the page says what the scorer saw.
+    final = generation.get("final_image")
+    for number, path in enumerate(prediction.drawn):
+        with Image.open(path) as image:
+            cards.append(_picture(image.convert("RGB"), f"image {number}", size, answer=path.name == final))
+    if prediction.image is not None and final not in {path.name for path in prediction.drawn}:
+        with Image.open(prediction.image) as image:
+            cards.append(_picture(image.convert("RGB"), "final image", size, answer=True))
+    return cards
+
+
+def _read_scores(path: Path) -> dict[tuple[int, int], dict[str, Any]]:
+    """Score rows keyed by (prompt number, sample number), read from their `NNNNN/samples/KKKK.png` names.
+
+    Rows of other names (WISE's flat `<prompt_id>.png`) have no trajectory to sit beside and are skipped.
+    """
+    try:
+        text = path.read_text()
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            rows = json.loads(text)["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path}: expected GenEval result rows (.jsonl) or a pdgen eval report ({error})"
+        ) from error
+    scores = {}
+    for row in rows:
+        name = Path(str(row.get("filename") or ""))
+        in_layout = len(name.parents) >= 3 and name.parent.name == "samples"
+        if in_layout and name.parents[1].name.isdigit() and name.stem.isdigit():
+            scores[(int(name.parents[1].name), int(name.stem))] = row
+    return scores
 
 
 def _trajectories(path: Path) -> Iterator[tuple[str, Trajectory]]:
@@ -91,19 +209,30 @@ def _tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, files
 
 
-def _section(title: str, trajectory: Trajectory, size: int) -> str:
-    answer = trajectory.answer
+def _section(title: str, cards: list[str]) -> str:
+    return f'<section><h2>{html_text.escape(title)}</h2><div class="steps">{"".join(cards)}</div></section>'
 
-    def picture(image: Image.Image, label: str) -> str:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        source = base64.b64encode(buffer.getvalue()).decode("ascii")
-        width = round(size * image.width / max(image.size))
-        outline = " answer" if image is answer else ""
-        return (
-            f'<figure class="image{outline}"><img src="data:image/png;base64,{source}" width="{width}">'
-            f"<figcaption>{label}</figcaption></figure>"
-        )
+
+def _picture(image: Image.Image, label: str, size: int, answer: bool = False) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    source = base64.b64encode(buffer.getvalue()).decode("ascii")
+    width = round(size * image.width / max(image.size))
+    outline = " answer" if answer else ""
+    return (
+        f'<figure class="image{outline}"><img src="data:image/png;base64,{source}" width="{width}">'
+        f"<figcaption>{html_text.escape(label)}</figcaption></figure>"
+    )
+
+
+def _text_card(kind: str, heading: str, *paragraphs: str) -> str:
+    """A card of escaped paragraphs; `kind` is its CSS class."""
+    body = "".join(f"<p>{html_text.escape(p)}</p>" for p in paragraphs)
+    return f'<div class="card {kind}"><b>{heading}</b>{body}</div>'
+
+
+def _trajectory_cards(trajectory: Trajectory, size: int) -> list[str]:
+    answer = trajectory.answer
 
     def plan_card(plan: Plan, kind: str) -> str:
         return (
@@ -111,14 +240,14 @@ def _section(title: str, trajectory: Trajectory, size: int) -> str:
             f"<p><i>des</i> {html_text.escape(plan.des)}</p></div>"
         )
 
-    cards = [f'<div class="card prompt"><b>Prompt</b><p>{html_text.escape(trajectory.prompt)}</p></div>']
+    cards = [_text_card("prompt", "Prompt", trajectory.prompt)]
     if trajectory.input_image is not None:
-        cards.append(picture(trajectory.input_image, "input"))
+        cards.append(_picture(trajectory.input_image, "input", size))
     for index, step in enumerate(trajectory.steps):
         if isinstance(step, Plan):
             cards.append(plan_card(step, "Plan"))
         elif isinstance(step, Sketch):
-            cards.append(picture(step.image, f"sketch (step {index})"))
+            cards.append(_picture(step.image, f"sketch (step {index})", size, step.image is answer))
         elif isinstance(step, Inspect):
             refine = (
                 ""
@@ -129,8 +258,32 @@ def _section(title: str, trajectory: Trajectory, size: int) -> str:
                 f'<div class="card inspect"><b>Inspect</b><p>{html_text.escape(step.text)}</p>{refine}</div>'
             )
         elif isinstance(step, Refine):
-            cards += [plan_card(step.plan, "Refine"), picture(step.image, f"refined (step {index})")]
-    return f'<section><h2>{html_text.escape(title)}</h2><div class="steps">{"".join(cards)}</div></section>'
+            cards += [
+                plan_card(step.plan, "Refine"),
+                _picture(step.image, f"refined (step {index})", size, step.image is answer),
+            ]
+    return cards
+
+
+def _score_card(row: dict[str, Any]) -> str:
+    """GenEval's verdict (correct, reason) or WISE's scores (WiScore and the three judge scores)."""
+    if "correct" in row:
+        verdict = "correct" if row["correct"] else "wrong"
+        lines = [line for line in str(row.get("reason") or "").splitlines() if line]
+        return _text_card(f"score {verdict}", f"Score: {verdict}", *lines)
+    if row.get("wiscore") is not None:
+        detail = (
+            f"consistency {row['consistency']}, realism {row['realism']}, "
+            f"aesthetic {row['aesthetic_quality']}"
+        )
+        return _text_card("score", f"WiScore {row['wiscore']:.3f}", detail)
+    return _text_card("score wrong", "Not judged", str(row.get("error")))
+
+
+def _costs_card(costs: dict[str, Any]) -> str:
+    names = ("images", "sampling_steps", "forward_passes", "text_tokens", "wall_time_s", "mode", "seed")
+    lines = [f"{name.replace('_', ' ')}: {costs[name]}" for name in names if name in costs]
+    return _text_card("costs", "Costs", *lines)
 
 
 _PAGE = """<!doctype html>
@@ -145,11 +298,13 @@ h2 {{ font-size: 1em; color: #555; }}
 .card p {{ margin: .3em 0; font-size: .9em; }}
 .prompt {{ background: #eef3ff; }} .plan {{ background: #f3fff0; }} .refine {{ background: #fff4e6; }}
 .inspect {{ background: #fff9d6; }} p.refine-text {{ color: #b45309; }}
+.costs {{ background: #f4f4f5; }} .score {{ background: #ecfdf5; }} .score.wrong {{ background: #fef2f2; }}
 figure {{ margin: 0; text-align: center; font-size: .8em; color: #666; }}
 figure img {{ image-rendering: pixelated; border: 1px solid #ccc; display: block; }}
 figure.answer img {{ outline: 3px solid #16a34a; }}
 </style></head>
 <body><h1>pdgen trajectories ({count})</h1>
+{header}
 {sections}
 </body></html>
 """

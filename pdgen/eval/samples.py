@@ -44,6 +44,11 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def write_file(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically, creating its folder (writers that fill a folder piece by piece)."""
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def write_prompt_folder(
     root: str | Path, index: int, metadata: dict[str, Any], images: Sequence[Image.Image]
 ) -> Path:
@@ -55,12 +60,17 @@ def write_prompt_folder(
     return folder
 
 
-def read_prompt_folders(root: str | Path) -> list[PromptFolder]:
+def read_prompt_folders(root: str | Path, require_tag: bool = True) -> list[PromptFolder]:
     """Every prompt folder under `root`, in index order.
+
+    Args:
+        root: the folder of prompt folders.
+        require_tag: refuse metadata without GenEval's `tag` (what scoring needs); pdgen's predictions
+            for plain prompts carry only `{"prompt": ...}`, which the viewer reads with False.
 
     Raises:
         ValueError: if `root` is not a folder, or a prompt folder's metadata.jsonl is missing or is not
-            one JSON object.
+            one JSON object (with a `tag` when `require_tag`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -74,7 +84,9 @@ def read_prompt_folders(root: str | Path) -> list[PromptFolder]:
             metadata = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise ValueError(f"{meta_path}: expected one JSON object ({error})") from error
-        if not isinstance(metadata, dict) or "tag" not in metadata:
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{meta_path}: expected one JSON object, found {type(metadata).__name__}")
+        if require_tag and "tag" not in metadata:
             raise ValueError(f"{meta_path}: expected a GenEval metadata object with a 'tag'")
         samples = sub / "samples"
         names = (

@@ -11,7 +11,9 @@ Start at `generate` (loop.py)::
 
 config.py holds `GenerationConfig`, sampler.py the Euler sampler and guidance, context.py the KV-cached
 (and recomputing reference) sequences and the guidance contexts, control.py the hook that lets tests or an
-external planner take decisions, costs.py the cost counters. docs/inference.md draws the loop.
+external planner take decisions, costs.py the cost counters, baselines.py the training-free baselines of the
+paper's Table 4 (external planner, external inspector), interactive.py the human in the loop.
+docs/inference.md draws the loop.
 """
 
 from pdgen.inference.config import GENERATION_PRESETS, GenerationConfig

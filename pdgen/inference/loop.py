@@ -111,7 +111,9 @@ class Generation:
         return self.images[-1] if self.images else None
 
 
-@torch.no_grad()
+# Inference mode, not just no_grad: it also skips autograd's version counting and view tracking on every op,
+# which is a fifth of a one-token pass of a small trunk (the process decodes its text token by token).
+@torch.inference_mode()
 def generate(
     trunk: BagelTrunk,
     tokenizer: Any,
@@ -126,7 +128,8 @@ def generate(
     """Generates an image for `prompt` by the paper's interleaved loop (or one pass, ``config.mode``).
 
     Args:
-        trunk: the model (its mode is left as it is; no gradients are recorded).
+        trunk: the model (its mode is left as it is; it runs under ``torch.inference_mode``, so no
+            gradients are recorded and nothing the loop returns holds a tensor).
         tokenizer: the tokenizer the trunk was trained with (``pdgen.data.tokenizer``).
         prompt: the user's request: not empty, no tag-like strings (``<ins>``, ``<|im_end|>``).
         config: sampler, guidance, decoding and caps (``GenerationConfig.from_name("tiny")``).
@@ -187,7 +190,12 @@ class _Loop:
             kv_cache=config.kv_cache,
             costs=self.costs,
         )
-        self.text_allowed = self._text_token_mask(weight.shape[0])  # (V,)
+        # Built once per generation, not per token or per Euler step: the loop's own work between forward
+        # passes is part of what the process costs over single-pass generation (tools/bench_generate.py).
+        self.text_forbidden = ~self._text_token_mask(weight.shape[0])  # (V,)
+        self.markers = trunk.embed_text(
+            torch.tensor([self.ids.vision_start, self.ids.vision_end], device=self.device)
+        )  # (2, C): <|vision_start|>, <|vision_end|>
         self.body: list[str] = []  # the emitted steps as tagged text, piece by piece
         self.images: list[Image.Image] = []
         self.token_ids: list[int] = []
@@ -290,7 +298,7 @@ class _Loop:
                 self.token_ids += ids
                 return None
             logits = self.trunk.language_model.lm_head(hidden[-1]).float()  # (V,)
-            token = self._pick(logits.masked_fill(~self.text_allowed, -torch.inf))
+            token = self._pick(logits.masked_fill(self.text_forbidden, -torch.inf))
             self.costs.text_tokens += 1
             ids.append(token)
             hidden = self.contexts.write_cond(self._text_block([token]))
@@ -400,9 +408,7 @@ class _Loop:
 
     def _image_block(self, inner: torch.Tensor, gen: bool) -> Block:
         """``<|vision_start|> inner <|vision_end|>``; `gen`: the inner tokens take the generation expert."""
-        markers = self.trunk.embed_text(
-            torch.tensor([self.ids.vision_start, self.ids.vision_end], device=self.device)
-        )
+        markers = self.markers
         embeds = torch.cat([markers[:1], inner.to(markers.dtype), markers[1:]])  # (N+2, C)
         gen_mask = torch.zeros(embeds.shape[0], dtype=torch.bool, device=self.device)
         gen_mask[1:-1] = gen

@@ -200,6 +200,20 @@ def test_a_seed_reproduces_a_run_and_another_seed_does_not(talkative, tokenizer,
     )
 
 
+def test_the_loop_runs_in_inference_mode_whatever_the_caller_has_on(trunk, tokenizer, fast, packing):
+    """A training callback calls generate with gradients on: no pass may record a graph (nor pay for it)."""
+    modes = []
+    trunk.language_model.lm_head.register_forward_hook(
+        lambda *_: modes.append(torch.is_inference_mode_enabled())
+    )
+    with torch.enable_grad():
+        result = generate(
+            trunk, tokenizer, PROMPT, fast, 0, packing, controller=Script([VISION_START, IM_END], [PLAN_1])
+        )
+    assert result.stop_reason == "stop_token" and modes and all(modes)
+    assert not torch.is_inference_mode_enabled()
+
+
 def test_costs_count_steps_and_every_forward_pass(trunk, tokenizer, packing):
     # 5 timesteps, no shift: Euler at t = 1, .75, .5, .25; guidance only on (0.8, 1], i.e. at t = 1.
     config = GenerationConfig.from_name("tiny", num_timesteps=5, timestep_shift=1.0, cfg_interval=(0.8, 1.0))

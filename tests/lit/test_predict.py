@@ -1,0 +1,113 @@
+"""`pdgen predict` in-process on a one-step checkpoint: the shipped configs, EMA weights, resuming."""
+
+import json
+
+import pytest
+import torch
+
+from pdgen.cli import main
+from pdgen.data.tokenizer import save_tokenizer
+from pdgen.lit.predict import load_ema_weights
+
+PROMPTS = ["a photo of a red circle left of a blue square", "a photo of a green triangle"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(world_packs, tmp_path_factory):
+    """(last.ckpt, tokenizer dir) of a one-step `pdgen fit -c configs/full.yaml` on the in-memory world packs.
+
+    Fitted through the CLI on purpose: LightningCLI records the model's class path in the checkpoint, and
+    `pdgen predict --ckpt_path` needs it to read the hyperparameters back.
+    """
+    root = tmp_path_factory.mktemp("fit")
+    main(
+        [
+            "fit",
+            "-c",
+            "configs/full.yaml",
+            "--data",
+            "world_packs.WorldPacks",
+            "--model.init_args.warmup_steps",
+            "1",
+            "--trainer.max_steps",
+            "1",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(root),
+        ]
+    )
+    # WorldPacks trains its tokenizer deterministically: the fixture's is the one the fit used.
+    return root / "checkpoints" / "last.ckpt", save_tokenizer(world_packs.tokenizer, root / "tokenizer")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny-model generation is many small forward passes: one thread is several times faster on a shared
+    2-core machine (docs/inference.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def predict(ckpt, tokenizer, prompts, out, *extra):
+    main(
+        [
+            "predict",
+            "-c",
+            "configs/full.yaml",
+            "-c",
+            "configs/predict.yaml",
+            "--ckpt_path",
+            str(ckpt),
+            "--data.path",
+            str(prompts),
+            "--data.tokenizer",
+            str(tokenizer),
+            "--data.generation_overrides",
+            '{"num_timesteps": 3, "max_text_tokens": 4, "max_images": 2}',
+            "--trainer.default_root_dir",
+            str(out),
+            "--trainer.enable_progress_bar",
+            "false",
+            *extra,
+        ]
+    )
+
+
+def test_predict_writes_every_prompt_then_resumes_without_redoing_any(checkpoint, tmp_path):
+    ckpt, tokenizer = checkpoint
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "out"
+    # The world planner writes the plans, so the random model draws images through the whole CLI path.
+    predict(ckpt, tokenizer, prompts, out, "--data.baseline", "planner", "--data.limit", "1")
+    sample = out / "00000" / "trajectory" / "0000"
+    assert json.loads((out / "00000" / "metadata.jsonl").read_text()) == {"prompt": PROMPTS[0]}
+    generation = json.loads((sample / "generation.json").read_text())
+    assert generation["controller"] == "planner" and generation["stop_reason"] == "max_images"
+    assert (sample / "01.png").is_file() and (out / "00000" / "samples" / "0000.png").is_file()
+    assert (out / "config.yaml").is_file()  # LightningCLI's record of the run, beside the samples
+    first = (sample / "costs.json").read_bytes()
+
+    predict(ckpt, tokenizer, prompts, out, "--data.mode", "single_pass")
+    assert (sample / "costs.json").read_bytes() == first  # done before: not redone
+    assert (
+        json.loads((out / "00001" / "trajectory" / "0000" / "costs.json").read_text())["mode"]
+        == "single_pass"
+    )
+    assert json.loads((out / "summary.json").read_text())["prompts"] == 2
+
+
+def test_the_checkpoints_ema_average_replaces_the_raw_weights(checkpoint, make_module):
+    ckpt, _ = checkpoint
+    module = make_module(warmup_steps=1)
+    raw = torch.load(ckpt, weights_only=True)
+    module.load_state_dict(raw["state_dict"])
+    shadow = raw["callbacks"]["EMA"]["shadow"]
+    name = next(n for n in shadow if not torch.equal(shadow[n], raw["state_dict"][n]))  # moved by the step
+    assert load_ema_weights(module, ckpt)
+    assert torch.equal(dict(module.named_parameters())[name].detach(), shadow[name])

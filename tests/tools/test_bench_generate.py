@@ -1,0 +1,64 @@
+"""tools/bench_generate.py: the dictated runs it times follow their script; it reports both modes."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pdgen.trajectory import Inspect, Plan, Sketch
+
+TOOL = Path(__file__).parents[2] / "tools" / "bench_generate.py"
+
+
+@pytest.fixture(scope="module")
+def bench_generate():
+    spec = importlib.util.spec_from_file_location("bench_generate", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Many tiny forward passes: one thread is far faster on a shared machine (and the bench's default)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_random_model_writes_the_dictated_plans_token_by_token(bench_generate):
+    cases = bench_generate.world_cases(1, images=2, inspect=True)
+    trunk, head, tokenizer, packing = bench_generate.build_model("embedded", cases)
+    config = bench_generate.GenerationConfig.from_name(
+        "tiny", num_timesteps=2, image_size=(32, 32), max_images=3, inspect=True
+    )
+    bench = bench_generate.Bench(trunk, head, tokenizer, packing, config)
+    case = cases[0]
+    result, cpu_s = bench.process(case)
+
+    assert [type(s) for s in result.trajectory.steps] == [Plan, Sketch, Inspect, Plan, Sketch]
+    assert result.stop_reason == "stop_token" and cpu_s > 0
+    # Every dictated token was a forward pass of its own, <|im_end|> included.
+    written = sum(len(tokenizer.encode(text)) + 1 for text in case.texts)
+    assert result.costs.text_tokens == written and head.queue == []
+
+
+def test_the_report_compares_the_process_with_single_passes(bench_generate, tmp_path):
+    report = bench_generate.main(
+        ["--prompts", "1", "--repeats", "1", "--images", "2", "--timesteps", "2", "--breakdown"]
+        + ["--json", str(tmp_path / "g.json"), "--markdown", str(tmp_path / "g.md")]
+    )
+    result = report["results"]["pdgen"]
+    assert result["images"] == 2 and result["sampling_steps"] == 4 and result["pairs"] == 1
+    assert result["ratio_median"] > 0 and result["text_tokens"] > 10
+    assert json.loads((tmp_path / "g.json").read_text())["results"] == report["results"]
+    assert "| pdgen | **" in (tmp_path / "g.md").read_text()
+    process, single = report["breakdown"]["process"], report["breakdown"]["single-pass x images"]
+    assert process["text tokens"] > 0 and single["text tokens"] == 0  # single-pass writes no text
+    assert process["image queries"] > 0 and single["image queries"] > 0

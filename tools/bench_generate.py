@@ -1,0 +1,421 @@
+"""What the process costs: process-driven generation against single-pass generation on the tiny model.
+
+Issue 6's goal: on the tiny model, the wall time of a process-driven generation should be at most 1.15x
+(images drawn x the wall time of one single-pass generation), i.e. the reasoning around the images (text
+written token by token, every image written back into the context, the decisions) costs at most 15 % on
+top of sampling the images themselves.
+
+The model is the `embedded` trunk of `configs/full.yaml` with random weights (timing does not depend on
+what the weights draw). A random model would never close a text or stop, so each generation is steered
+through the paper's loop on a shapes-world trajectory (what the embedded trunk trains on): a `Script`
+forces the decisions (draw after each plan, continue after each image but the last, stop after it), and the
+plans are *dictated*: the model still writes them token by token, one forward pass per token, but its LM
+head is told which token wins (`DictatedHead`), so every run writes the same realistic text. With
+``--inspect`` every image but the last also gets its ViT copy and a one-sentence critique, the paper's
+Inspect step.
+
+Both modes run on the same prompts with the same seeds, interleaved (process, single, single, process, ...)
+because the machine is shared and its speed drifts; the ratio is taken per pair and the median reported,
+beside the ratio of the best times per prompt and the ratio of the generating thread's CPU time.
+``--breakdown`` then splits the wall time of both modes by kind of trunk pass (image queries, text tokens,
+blocks written, everything outside the trunk), which says where the process's extra time goes.
+
+    nice -n 10 python tools/bench_generate.py --prompts 3 --repeats 3 --breakdown
+    python tools/bench_generate.py --json out/generate.json --markdown out/generate.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pdgen.data.build import TOKENIZER_VOCAB, MultiTurnSpec, multiturn_trajectory
+from pdgen.data.packing import PackingConfig
+from pdgen.data.tokenizer import encode_text, train_tokenizer
+from pdgen.inference import Generation, GenerationConfig, LoopState, Script, generate
+from pdgen.inference.context import Block, CachedSequence
+from pdgen.lit.module import packing_for_trunk
+from pdgen.models.bagel import BagelConfig, BagelTrunk
+from pdgen.trajectory import IM_END, IM_START, VISION_START, Plan
+
+CRITIQUE = "The image matches the plan."
+"""What an inspection says with ``--inspect`` (a model that draws what it planned)."""
+
+Generate = Callable[..., Generation]
+"""`pdgen.inference.generate` or a drop-in (to time another version of the loop in the same run)."""
+
+
+class DictatedHead(nn.Module):
+    """An LM head that computes its logits as usual, then makes the next dictated token win.
+
+    While its queue holds tokens each call pops one and raises it above every other logit, so greedy
+    decoding writes exactly the queue; the decisions that follow a text find the queue empty and see the
+    head's own logits (the `Script` overrides them anyway).
+
+    Args:
+        head: the trunk's LM head (its cost is kept: the logits are computed every call).
+    """
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+        self.queue: list[int] = []
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden)  # (V,)
+        if self.queue:
+            logits = logits.clone()
+            logits[self.queue.pop(0)] = logits.max() + 1.0
+        return logits
+
+
+class Dictation(Script):
+    """A `Script` whose texts the model writes itself, token by token, by dictation to a `DictatedHead`."""
+
+    def __init__(self, decisions: list[str], texts: list[str], head: DictatedHead, tokenizer: Any) -> None:
+        super().__init__(decisions, texts)
+        self.head, self.tokenizer = head, tokenizer
+
+    def write(self, state: LoopState) -> str | None:
+        text = super().write(state)
+        assert text is not None, "a dictation has one text per text segment"
+        ids = encode_text(self.tokenizer, text, "a dictated text")
+        self.head.queue = [*ids, self.tokenizer.convert_tokens_to_ids(IM_END)]
+        return None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One prompt of the bench: the prompt, its dictated texts and the decisions that go with them."""
+
+    prompt: str
+    texts: list[str]
+    decisions: list[str]
+    seed: int
+
+
+def world_cases(num_prompts: int, images: int, inspect: bool) -> list[Case]:
+    """Multi-turn shapes-world trajectories with at least `images` plans, cut to their first `images`."""
+    spec = MultiTurnSpec(num_trajectories=1 << 20, val_size=0)
+    cases, index = [], 0
+    while len(cases) < num_prompts:
+        trajectory = multiturn_trajectory(spec, index)
+        plans = [f"<ins>{s.ins}</ins><des>{s.des}</des>" for s in trajectory.steps if isinstance(s, Plan)]
+        index += 1
+        if len(plans) < images:
+            continue
+        texts, decisions = [], []
+        for k, plan in enumerate(plans[:images]):
+            if k and inspect:  # critique the image before, then plan again
+                texts.append(CRITIQUE)
+                decisions.append(IM_START)
+            texts.append(plan)
+            decisions += [VISION_START, IM_END if k == images - 1 else IM_START]
+        cases.append(Case(trajectory.prompt, texts, decisions, seed=index))
+    return cases
+
+
+def build_model(preset: str, cases: list[Case]) -> tuple[BagelTrunk, DictatedHead, Any, PackingConfig]:
+    """A random trunk of `preset` with a dictated head, a tokenizer trained on the world's texts, packing."""
+    spec = MultiTurnSpec(num_trajectories=16, val_size=0)  # the world's texts repeat: 16 teach every merge
+    corpus = [multiturn_trajectory(spec, i).to_text() for i in range(16)] + [CRITIQUE]
+    tokenizer = train_tokenizer(corpus * 4 + [c.prompt for c in cases], vocab_size=TOKENIZER_VOCAB)
+    torch.manual_seed(0)
+    trunk = BagelTrunk(BagelConfig.from_name(preset)).eval()
+    with torch.no_grad():  # a zero velocity head (the init) would draw one flat image
+        trunk.llm2vae.weight.normal_(std=0.05)
+    head = DictatedHead(trunk.language_model.lm_head)
+    trunk.language_model.lm_head = head
+    return trunk, head, tokenizer, packing_for_trunk(PackingConfig.from_name("tiny"), trunk.config)
+
+
+@dataclass
+class Pair:
+    """One prompt generated both ways, back to back: wall and CPU seconds of each."""
+
+    prompt: str
+    process: Generation
+    process_cpu_s: float
+    single_s: float
+    single_cpu_s: float
+
+    @property
+    def ratio(self) -> float:
+        """process wall time / (images drawn x single-pass wall time): the issue's figure."""
+        return self.process.costs.wall_time_s / (len(self.process.images) * self.single_s)
+
+    @property
+    def cpu_ratio(self) -> float:
+        """The same in CPU time of the generating thread, which other jobs on the machine disturb less."""
+        return self.process_cpu_s / (len(self.process.images) * self.single_cpu_s)
+
+
+class Bench:
+    """Runs the cases in both modes with one loop implementation.
+
+    Args:
+        trunk, head, tokenizer, packing: from `build_model`.
+        config: the process-mode generation config (the single-pass one is the same with
+            ``mode="single_pass"``).
+        generate_fn: the loop to time.
+    """
+
+    def __init__(
+        self,
+        trunk: BagelTrunk,
+        head: DictatedHead,
+        tokenizer: Any,
+        packing: PackingConfig,
+        config: GenerationConfig,
+        generate_fn: Generate = generate,
+    ) -> None:
+        self.trunk, self.head, self.tokenizer, self.packing = trunk, head, tokenizer, packing
+        self.config, self.generate = config, generate_fn
+
+    def process(self, case: Case) -> tuple[Generation, float]:
+        """The process-driven generation of `case` and the CPU seconds it took."""
+        controller = Dictation(case.decisions, case.texts, self.head, self.tokenizer)
+        started = time.thread_time()
+        result = self.generate(
+            self.trunk,
+            self.tokenizer,
+            case.prompt,
+            self.config,
+            case.seed,
+            self.packing,
+            controller=controller,
+        )
+        cpu_s = time.thread_time() - started
+        written = [case.texts[i] in result.text for i in range(len(case.texts))]
+        if result.error is not None or not all(written) or result.stop_reason != "stop_token":
+            raise RuntimeError(
+                f"the dictated run of {case.prompt!r} did not follow its script ({result.stop_reason}, "
+                f"texts written {written}): {result.error or result.text}"
+            )
+        return result, cpu_s
+
+    def single(self, case: Case) -> tuple[float, float]:
+        """Wall and CPU seconds of the single-pass generation of `case`."""
+        config = dataclasses.replace(self.config, mode="single_pass")
+        started = time.thread_time()
+        result = self.generate(self.trunk, self.tokenizer, case.prompt, config, case.seed, self.packing)
+        return result.costs.wall_time_s, time.thread_time() - started
+
+    def pair(self, case: Case, single_first: bool) -> Pair:
+        if single_first:
+            single = self.single(case)
+            process = self.process(case)
+        else:
+            process = self.process(case)
+            single = self.single(case)
+        return Pair(case.prompt, *process, *single)
+
+
+def run(benches: dict[str, Bench], cases: list[Case], repeats: int) -> dict[str, list[Pair]]:
+    """Every (bench, case) pair `repeats` times, interleaved, after one untimed warm-up pair each."""
+    for bench in benches.values():
+        bench.pair(cases[0], single_first=False)
+    pairs: dict[str, list[Pair]] = {name: [] for name in benches}
+    for repeat in range(repeats):
+        for i, case in enumerate(cases):
+            for name, bench in benches.items():
+                pairs[name].append(bench.pair(case, single_first=(repeat + i) % 2 == 1))
+    return pairs
+
+
+PASS_KINDS = ("image queries", "text tokens", "blocks written", "outside the trunk")
+
+
+@contextlib.contextmanager
+def pass_timer(seconds: dict[str, float]) -> Iterator[None]:
+    """Adds the wall time of every trunk pass of the loop's contexts to `seconds`, by kind of pass."""
+    run_pass = CachedSequence.run
+
+    def timed(sequence: CachedSequence, block: Block, write: bool) -> torch.Tensor:
+        started = time.perf_counter()
+        hidden = run_pass(sequence, block, write)
+        kind = "image queries" if not write else "text tokens" if len(block.embeds) == 1 else "blocks written"
+        seconds[kind] += time.perf_counter() - started
+        return hidden
+
+    CachedSequence.run = timed
+    try:
+        yield
+    finally:
+        CachedSequence.run = run_pass
+
+
+def breakdown(bench: Bench, cases: list[Case], repeats: int) -> dict[str, dict[str, float]]:
+    """Seconds per prompt in each kind of pass: the process, and single-pass runs times the images drawn
+    (the two modes interleaved prompt by prompt, like the timed pairs)."""
+    modes = ("process", "single-pass x images")
+    table = {mode: dict.fromkeys(PASS_KINDS, 0.0) for mode in modes}
+    for _ in range(repeats):
+        for case in cases:
+            for mode in modes:
+                seconds = dict.fromkeys(PASS_KINDS[:-1], 0.0)
+                with pass_timer(seconds):
+                    if mode == "process":
+                        wall, scale = bench.process(case)[0].costs.wall_time_s, 1
+                    else:
+                        wall, scale = bench.single(case)[0], case.decisions.count(VISION_START)
+                seconds["outside the trunk"] = wall - sum(seconds.values())
+                for kind, value in seconds.items():
+                    table[mode][kind] += scale * value / (len(cases) * repeats)
+    return table
+
+
+def summary(pairs: list[Pair]) -> dict[str, float]:
+    """Medians of the times and the ratio; means of the counters per prompt."""
+    costs = [p.process.costs for p in pairs]
+
+    def mean(field: str) -> float:
+        return statistics.fmean(getattr(c, field) for c in costs)
+
+    by_prompt: dict[str, list[Pair]] = {}
+    for p in pairs:
+        by_prompt.setdefault(p.prompt, []).append(p)
+    best = [  # per prompt: the fastest process run over (images x the fastest single-pass run)
+        min(p.process.costs.wall_time_s for p in runs)
+        / (len(runs[0].process.images) * min(p.single_s for p in runs))
+        for runs in by_prompt.values()
+    ]
+    return {
+        "ratio_median": statistics.median(p.ratio for p in pairs),
+        "ratio_of_best": statistics.median(best),
+        "ratio_min": min(p.ratio for p in pairs),
+        "ratio_max": max(p.ratio for p in pairs),
+        "cpu_ratio_median": statistics.median(p.cpu_ratio for p in pairs),
+        "process_s_median": statistics.median(c.wall_time_s for c in costs),
+        "single_s_median": statistics.median(p.single_s for p in pairs),
+        "images": mean("images"),
+        "sampling_steps": mean("sampling_steps"),
+        "forward_passes": mean("forward_passes"),
+        "cfg_passes": mean("cfg_passes"),
+        "text_tokens": mean("text_tokens"),
+        "pairs": len(pairs),
+    }
+
+
+COLUMNS = (
+    ("loop", "{}"),
+    ("ratio (median)", "**{:.3f}x**"),
+    ("ratio range", "{}"),
+    ("ratio of best times", "{:.3f}x"),
+    ("CPU-time ratio", "{:.3f}x"),
+    ("process s", "{:.3f}"),
+    ("single-pass s", "{:.3f}"),
+    ("images", "{:.1f}"),
+    ("sampling steps", "{:.1f}"),
+    ("forward passes", "{:.1f}"),
+    ("of them CFG", "{:.1f}"),
+    ("text tokens", "{:.1f}"),
+)
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    """A markdown table, one row per loop."""
+    lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for loop, s in results.items():
+        values = [
+            loop,
+            s["ratio_median"],
+            f"{s['ratio_min']:.2f}-{s['ratio_max']:.2f}",
+            s["ratio_of_best"],
+            s["cpu_ratio_median"],
+            s["process_s_median"],
+            s["single_s_median"],
+            s["images"],
+            s["sampling_steps"],
+            s["forward_passes"],
+            s["cfg_passes"],
+            s["text_tokens"],
+        ]
+        lines.append("| " + " | ".join(f.format(v) for (_, f), v in zip(COLUMNS, values, strict=True)) + " |")
+    return "\n".join(lines)
+
+
+def write_atomic(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+    os.replace(handle.name, target)
+
+
+def main(argv: list[str] | None = None, loops: dict[str, Generate] | None = None) -> dict[str, Any]:
+    """Runs the bench; `loops` (name -> generate) times several loop versions side by side."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="embedded", help="trunk preset (configs/full.yaml: embedded)")
+    parser.add_argument("--generation", default="tiny", help="GenerationConfig preset")
+    parser.add_argument("--prompts", type=int, default=3, help="world prompts")
+    parser.add_argument("--repeats", type=int, default=3, help="timed pairs per prompt")
+    parser.add_argument("--timesteps", type=int, help="override the preset's num_timesteps")
+    parser.add_argument("--images", type=int, default=3, help="images drawn per process-driven generation")
+    parser.add_argument("--inspect", action="store_true", help="ViT copy + a critique after each image")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="then time each kind of trunk pass (first loop only)"
+    )
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--markdown", help="write the table here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    cases = world_cases(args.prompts, args.images, args.inspect)
+    trunk, head, tokenizer, packing = build_model(args.preset, cases)
+    side = packing.vae_max_size  # the largest image the trunk's position table holds (32 px for embedded)
+    overrides = {} if args.timesteps is None else {"num_timesteps": args.timesteps}
+    config = GenerationConfig.from_name(
+        args.generation,
+        image_size=(side, side),
+        max_images=args.images + 1,  # the model stops by its own <|im_end|>, as in the paper
+        inspect=args.inspect,
+        **overrides,
+    )
+    loops = loops or {"pdgen": generate}
+    benches = {name: Bench(trunk, head, tokenizer, packing, config, fn) for name, fn in loops.items()}
+    pairs = run(benches, cases, args.repeats)
+    results = {name: summary(p) for name, p in pairs.items()}
+
+    print(
+        f"{args.preset} trunk (random), {config.image_size[0]} px, {config.num_timesteps} timesteps, "
+        f"cfg_text_scale {config.cfg_text_scale}, {args.images} images a prompt"
+        f"{' with inspections' if args.inspect else ''}, {args.prompts} prompts x {args.repeats} repeats, "
+        f"{args.threads} thread(s)"
+    )
+    markdown = table(results)
+    print(markdown)
+    report = {"args": vars(args), "config": dataclasses.asdict(config), "results": results}
+    if args.breakdown:
+        report["breakdown"] = breakdown(next(iter(benches.values())), cases, args.repeats)
+        lines = ["| seconds per prompt | " + " | ".join(PASS_KINDS) + " | total |", "|" + "---|" * 6]
+        for mode, seconds in report["breakdown"].items():
+            cells = " | ".join(f"{seconds[kind]:.3f}" for kind in PASS_KINDS)
+            lines.append(f"| {mode} | {cells} | {sum(seconds.values()):.3f} |")
+        markdown += "\n\n" + "\n".join(lines)
+        print("\n".join(lines))
+    if args.json:
+        write_atomic(args.json, json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        write_atomic(args.markdown, markdown + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
