@@ -64,42 +64,152 @@ def plan(
 
 
 def build(
-    subset: Literal["multiturn"],
+    subset: Literal["multiturn", "conflict", "alignment"],
     /,
-    out: Path = Path("data/multiturn"),
-    n: int = 10_000,
+    out: Path | None = None,
+    n: int | None = None,
     augment: bool = False,
     seed: int = 0,
     world: str = "default",
     val_size: int = 64,
     samples_per_shard: int = 500,
+    from_ckpt: Path | None = None,
+    tokenizer: Path | None = None,
 ) -> str:
     """Build a training subset as webdataset shards, with a manifest and its statistics table.
 
     `pdgen data build multiturn --out data/multiturn --n 10000 [--augment]`: ShapesEval train prompts built
-    step by step in the shapes world (Plan + Sketch per step), written as `train-*.tar` / `val-*.tar`
-    shards with the embedded tokenizer (`tokenizer/`) and `manifest.json`; the same data
-    `MultiTurnDataModule.prepare_data` builds for the same options. Prints the paper's Table 1 statistics.
+    step by step in the shapes world (Plan + Sketch per step), the data `MultiTurnDataModule` builds.
+
+    `pdgen data build conflict --n 5000 [--from_ckpt CKPT]`: the
+    instruction-intermediate conflict subset: one step per sample inspected against the prompt, positives
+    saying why it is fine, negatives naming the conflict with a `<refine>` and the corrected step. Symbolic
+    (scene-graph perturbations) without `--from_ckpt`; self-sampled from that stage-1 checkpoint with it.
+
+    `pdgen data build alignment --out data/alignment --n 15000`: the image-instruction alignment subset:
+    draft images inspected against their step's instruction, one positive for two negatives.
+
+    Each writes `train-*.tar` / `val-*.tar` shards, `tokenizer/` and `manifest.json`, and prints the paper's
+    Table 1 statistics (`pdgen data stats DIR` prints them again).
 
     Args:
-        subset: which subset to build: multiturn (the multi-turn generation subset).
-        out: the directory to write; it must not hold a shard set already.
-        n: training trajectories.
-        augment: let the planner rewrite steps into edits (recolor, replace, remove, move), probability 0.5.
+        subset: which subset to build: multiturn, conflict or alignment.
+        out: the directory to write (default data/<subset>, for conflicts data/conflict/symbolic or
+            data/conflict/self-sampled, where `ConflictDataModule(root="data/conflict")` reads them); it must
+            not hold a shard set already.
+        n: training samples (default 10000 multi-turn, 5000 conflict, 15000 alignment).
+        augment: let the planner rewrite steps into edits (recolor, replace, remove, move), probability 0.5
+            (multiturn and alignment).
         seed: the data seed; the same options give the same shards.
         world: the shapes world preset (default, all, small).
-        val_size: held-out trajectories for validation.
-        samples_per_shard: trajectories per shard.
+        val_size: held-out samples for validation.
+        samples_per_shard: samples per shard.
+        from_ckpt: conflict only: a stage-1 checkpoint to self-sample from (the paper's method).
+        tokenizer: conflict only: the tokenizer to copy into the build; with --from_ckpt the one the
+            checkpoint was trained with (default then data/multiturn/tokenizer). The recipe's DataModule
+            passes one (configs/full.yaml) and reuses a build only if it was made with the same.
     """
-    from pdgen.data.build import AUGMENT_FLAG, MultiTurnSpec, build_multiturn
+    from pdgen.data.build import AUGMENT_FLAG
     from pdgen.data.shards import MANIFEST, stats_table
 
+    if subset != "conflict" and (from_ckpt is not None or tokenizer is not None):
+        raise ValueError(f"--from_ckpt and --tokenizer are options of the conflict subset, not of {subset}")
+    augmentation = AUGMENT_FLAG if augment else 0.0
+    if out is None:
+        mode = "symbolic" if from_ckpt is None else "self-sampled"
+        out = Path("data") / subset / mode if subset == "conflict" else Path("data") / subset
     if (out / MANIFEST).exists():
         raise ValueError(f"{out} already holds a shard set ({MANIFEST}); choose another --out or delete it")
-    spec = MultiTurnSpec(n, val_size, seed, world, AUGMENT_FLAG if augment else 0.0, samples_per_shard)
-    manifest = build_multiturn(out, spec, progress=True)
+    if subset == "multiturn":
+        from pdgen.data.build import MultiTurnSpec, build_multiturn
+
+        spec = MultiTurnSpec(n or 10_000, val_size, seed, world, augmentation, samples_per_shard)
+        manifest = build_multiturn(out, spec, progress=True)
+    elif subset == "conflict":
+        from pdgen.data.conflict import ConflictSpec, build_conflict
+
+        if from_ckpt is not None and not from_ckpt.is_file():
+            raise ValueError(f"--from_ckpt {from_ckpt} is not a file")
+        if from_ckpt is not None and tokenizer is None:
+            tokenizer = Path("data/multiturn/tokenizer")
+        conflict = ConflictSpec(
+            num_samples=n or 5000,
+            val_size=val_size,
+            seed=seed,
+            world=world,
+            from_ckpt=None if from_ckpt is None else str(from_ckpt),
+            tokenizer=None if tokenizer is None else str(tokenizer),
+            samples_per_shard=samples_per_shard,
+        )
+        manifest = build_conflict(out, conflict, progress=True)
+    else:
+        from pdgen.data.alignment import AlignmentSpec, build_alignment
+
+        alignment = AlignmentSpec(
+            num_samples=n or 15_000,
+            val_size=val_size,
+            seed=seed,
+            world=world,
+            augment=augmentation,
+            samples_per_shard=samples_per_shard,
+        )
+        manifest = build_alignment(out, alignment, progress=True)
     shards = sum(len(entry["shards"]) for entry in manifest["splits"].values())
     return f"{subset} subset: {shards} shards in {out}\n\n{stats_table(manifest['stats'])}"
+
+
+def stats(root: Path, /, recount: bool = False) -> str:
+    """Print the paper's Table 1 for built data: samples, prompt length, images, positives and negatives.
+
+    `pdgen data stats data/` prints one table per shard set found in `data/` or up to two levels below it
+    (`data/multiturn`, `data/conflict/symbolic`, `data/alignment`); `pdgen data stats data/multiturn` prints
+    one. The figures are the manifest's; a shard set without a manifest (data you brought yourself, as
+    `train-*.tar` shards in pdgen's layout, docs/data.md) or `--recount` counts the training shards: a
+    sample is negative when its inspection has a `<refine>`, positive when it has an inspection without one.
+
+    Args:
+        root: a shard set's directory, or a directory that holds several.
+        recount: count the training shards instead of reading the manifests' figures.
+    """
+    from pdgen.data.shards import MANIFEST, read_manifest, stats_table
+
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a directory")
+    found = sorted(
+        {p.parent for pattern in ("*", "*/*", "*/*/*") for p in root.glob(pattern) if _is_shard_set_file(p)}
+    )
+    if not found:
+        raise ValueError(f"no shard set in {root} or below it (no {MANIFEST}, no train-*.tar)")
+    tables = []
+    for folder in found:
+        manifest = read_manifest(folder)
+        subset = (manifest or {}).get("subset", "shards")
+        figures = manifest["stats"] if manifest is not None and not recount else _count(folder, manifest)
+        tables.append(f"{subset} ({folder})\n\n{stats_table(figures)}")
+    return "\n\n".join(tables)
+
+
+def _is_shard_set_file(path: Path) -> bool:
+    return path.name == "manifest.json" or (path.name.startswith("train-") and path.suffix == ".tar")
+
+
+def _count(folder: Path, manifest: dict | None) -> dict:
+    """Table 1's figures from a shard set's training shards (positives and negatives by their inspection)."""
+    from pdgen.data.shards import ShardSource, SubsetStats, split_shards
+    from pdgen.trajectory import Inspect
+
+    shards = split_shards(folder, manifest, "train") if manifest else sorted(folder.glob("train-*.tar"))
+    counted = SubsetStats()
+    labels = {True: 0, False: 0}
+    for _, trajectory in ShardSource(shards, shuffle=False).trajectories(0):
+        counted.add(trajectory)
+        for step in trajectory.steps:
+            if isinstance(step, Inspect):
+                labels[step.refine is None] += 1
+                break
+    if labels[True] or labels[False]:
+        counted.positives, counted.negatives = labels[True], labels[False]
+    return counted.table()
 
 
 def _prompts(prompt: str | None, file: Path | None) -> list[str]:

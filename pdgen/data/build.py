@@ -88,21 +88,22 @@ class MultiTurnSpec:
             raise ValueError(f"MultiTurnSpec.augment is a probability in [0, 1], got {self.augment}")
         if self.samples_per_shard < 1:
             raise ValueError(f"MultiTurnSpec.samples_per_shard must be >= 1, got {self.samples_per_shard}")
-        _world(self.world)  # an unknown preset fails here, naming the presets
+        world_config(self.world)  # an unknown preset fails here, naming the presets
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @cache
-def _world(name: str) -> WorldConfig:
+def world_config(name: str) -> WorldConfig:
+    """The world preset ``name``, built once (every subset builder looks it up per sample)."""
     return WorldConfig.from_name(name)
 
 
 @cache
-def _prompts_by_tag(world: str) -> tuple[tuple[str, ...], ...]:
+def train_prompts_by_tag(world: str) -> tuple[tuple[str, ...], ...]:
     """ShapesEval's train prompts of ``world``, grouped by tag (every prompt: ``per_tag`` is unbounded)."""
-    rows = shapes_eval_prompts("train", _world(world), per_tag=1 << 30, seed=_PROMPT_SPLIT_SEED)
+    rows = shapes_eval_prompts("train", world_config(world), per_tag=1 << 30, seed=_PROMPT_SPLIT_SEED)
     tags = sorted({row["tag"] for row in rows})
     return tuple(tuple(row["prompt"] for row in rows if row["tag"] == tag) for tag in tags)
 
@@ -113,10 +114,10 @@ def multiturn_trajectory(spec: MultiTurnSpec, index: int) -> Trajectory:
     One generator seeded with ``(spec.seed, index)`` draws the tag, the prompt and the rollout's seed.
     """
     rng = np.random.default_rng([spec.seed, index])
-    groups = _prompts_by_tag(spec.world)
+    groups = train_prompts_by_tag(spec.world)
     group = groups[rng.integers(len(groups))]
     prompt = group[rng.integers(len(group))]
-    steps = rollout(prompt, int(rng.integers(1 << 62)), _world(spec.world), augment=spec.augment)
+    steps = rollout(prompt, int(rng.integers(1 << 62)), world_config(spec.world), augment=spec.augment)
     parts = [part for step in steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))]
     return Trajectory(prompt, parts)
 

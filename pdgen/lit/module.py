@@ -1,8 +1,8 @@
 """`ProcessDrivenModule`: one BAGEL trunk, three heads, the paper's loss, and the fine-tuning options.
 
 A training step takes one `PackedBatch` (a pack of interleaved trajectories, no batch dimension), draws a flow
-time per noised image (`pdgen.models.bagel.flow.sample_timesteps`: logit-normal, then BAGEL's shift), runs the
-trunk once and scores the three heads on its hidden states (`pdgen.models.heads`)::
+time per noised image (`pdgen.models.bagel.flow.sample_timesteps`: logit-normal or uniform, then BAGEL's
+shift), runs the trunk once and scores the three heads on its hidden states (`pdgen.models.heads`)::
 
     loss = lambda_ce * CE + lambda_mse * MSE
 
@@ -35,7 +35,7 @@ from torch import nn
 
 from pdgen.data.packing import PackedBatch, PackingConfig
 from pdgen.models.bagel import BagelConfig, BagelTrunk
-from pdgen.models.bagel.flow import sample_timesteps
+from pdgen.models.bagel.flow import TimestepDistribution, sample_timesteps
 from pdgen.models.heads import GeneratorHead, HeadLoss, InspectorHead, PlannerHead
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class ProcessDrivenModule(LightningModule):
         lambda_ce: float = 1.0,
         lambda_mse: float = 1.0,
         timestep_shift: float | None = None,
+        timestep_distribution: TimestepDistribution = "logit_normal",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         warmup_steps: int = 200,
         min_lr_ratio: float = 0.0,
@@ -126,6 +127,7 @@ class ProcessDrivenModule(LightningModule):
             lambda_ce: weight of the CE term (BAGEL's code 1.0; the paper reports 0.25).
             lambda_mse: weight of the flow-matching MSE term.
             timestep_shift: shift of the training flow times; None uses the trunk config's (1.0).
+            timestep_distribution: training flow times, `logit_normal` (BAGEL's) or `uniform`.
             optimizer: optimizer class or callable over the trainable parameters (AdamW by default;
                 `bitsandbytes.optim.AdamW8bit` gives 8-bit AdamW).
             warmup_steps: linear warm-up steps before the cosine decay.
@@ -244,9 +246,10 @@ class ProcessDrivenModule(LightningModule):
             raise ValueError("ProcessDrivenModule: language heads are not built; pass vision_start_id")
         self._check_geometry(batch)
         shift = self.hparams.timestep_shift or self.trunk.config.timestep_shift
-        batch.packed_timesteps = sample_timesteps(batch, shift=shift, generator=self.noise_generator).to(
-            self.device
+        times = sample_timesteps(
+            batch, shift, generator=self.noise_generator, distribution=self.hparams.timestep_distribution
         )
+        batch.packed_timesteps = times.to(self.device)
         noise = torch.randn(
             (batch.packed_vae_token_indexes.numel(), self.trunk.config.patch_latent_dim),
             generator=self.noise_generator,
@@ -284,7 +287,7 @@ class ProcessDrivenModule(LightningModule):
         losses = self.head_losses(batch)
         loss, ce, mse = self.total_loss(losses)
         train = stage == "train"
-        log = dict(on_step=train, on_epoch=not train, batch_size=1)
+        log = dict(on_step=train, on_epoch=not train, batch_size=1, add_dataloader_idx=False)
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         self.log(f"{stage}/ce", ce, **log)
         self.log(f"{stage}/mse", mse, prog_bar=train, **log)
@@ -298,8 +301,10 @@ class ProcessDrivenModule(LightningModule):
     def training_step(self, batch: PackedBatch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: PackedBatch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def validation_step(self, batch: PackedBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # A datamodule with several validation loaders names them (the mixture: one per subset).
+        names = getattr(getattr(self.trainer, "datamodule", None), "val_names", None)
+        self._shared_step(batch, f"val/{names[dataloader_idx]}" if names else "val")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
@@ -347,3 +352,12 @@ class ProcessDrivenModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "noise_generator" in checkpoint:
             self.noise_generator.set_state(checkpoint["noise_generator"])
+
+    # ------------------------------------------------------------------------------------------- predict
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        """One sample of `pdgen predict` (a `PredictRequest` in, a `Prediction` out), with the checkpoint's
+        EMA weights when it has them: `pdgen.lit.predict`."""
+        from pdgen.lit.predict import predict
+
+        return predict(self, batch, batch_idx)

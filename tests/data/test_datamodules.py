@@ -1,6 +1,9 @@
-"""MultiTurnDataModule: builds its shards, yields one PackedBatch per step, and resumes at the exact pack."""
+"""The DataModules: each subset builds its shards and yields one PackedBatch per step; the mixture draws the
+subsets by weight; all of them resume at the exact pack and count corrupt samples."""
 
 import io
+import itertools
+import logging
 import shutil
 import tarfile
 
@@ -8,8 +11,15 @@ import lightning as L
 import pytest
 import torch
 
-from pdgen.data.datamodules import MultiTurnDataModule
+from pdgen.data.datamodules import (
+    AlignmentDataModule,
+    ConflictDataModule,
+    MixtureDataModule,
+    MultiTurnDataModule,
+)
 from pdgen.data.packing import PackedBatch
+from pdgen.data.shards import ReaderPart
+from pdgen.trajectory import Inspect
 
 SMALL = dict(num_trajectories=48, val_size=6, samples_per_shard=8, max_tokens=1024, shuffle_buffer=16)
 
@@ -149,3 +159,114 @@ def test_a_resumed_fit_sees_the_packs_an_uninterrupted_fit_sees(built, tmp_path)
     resumed = module(built, num_workers=2)
     trainer(6, enable_checkpointing=False).fit(second, datamodule=resumed, ckpt_path=path)
     assert first.seen + second.seen == full.seen
+
+
+# ---- the reasoning subsets and the mixture -------------------------------------------------------------
+
+CONFLICT = dict(num_samples=24, val_size=4, samples_per_shard=8)
+
+
+@pytest.fixture(scope="module")
+def conflict_root(tmp_path_factory):
+    """A small symbolic conflict set (``root/symbolic``)."""
+    root = tmp_path_factory.mktemp("conflict")
+    ConflictDataModule(root, **CONFLICT).prepare_data()
+    return root
+
+
+def mixture(built, conflict_root, **overrides) -> MixtureDataModule:
+    subsets = {
+        "multiturn": MultiTurnDataModule(built, **SMALL),
+        "conflict": ConflictDataModule(conflict_root, **CONFLICT),
+    }
+    options = {"weights": {"multiturn": 1.0, "conflict": 3.0}, "max_tokens": 1024, "num_workers": 0}
+    dm = MixtureDataModule(subsets, **{**options, **overrides})
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def inspected(trajectory) -> bool:
+    """Conflict samples inspect a step; multi-turn ones never do."""
+    return any(isinstance(step, Inspect) for step in trajectory.steps)
+
+
+def test_without_a_checkpoint_the_conflict_set_is_symbolic_and_says_so(conflict_root, caplog):
+    with caplog.at_level(logging.INFO, logger="pdgen.data.datamodules"):
+        dm = ConflictDataModule(conflict_root, from_ckpt=str(conflict_root / "no-stage1.ckpt"), **CONFLICT)
+    assert dm.root == conflict_root / "symbolic" and dm.build_spec.from_ckpt is None
+    assert "does not exist" in caplog.text and "using the symbolic conflict set" in caplog.text
+    dm.prepare_data()  # the existing symbolic shards are the ones asked for
+    dm.setup("fit")
+    assert dm.manifest["mode"] == "symbolic" and dm.manifest["stats"]["negative_samples"] > 0
+    assert isinstance(next(iter(dm.train_dataloader())), PackedBatch)
+
+
+def test_the_mixture_draws_subsets_by_weight_before_packing(built, conflict_root):
+    dm = mixture(built, conflict_root)
+    stream = dm.stream("train")(0, ReaderPart())
+    drawn = [inspected(trajectory) for _, trajectory in itertools.islice(stream, 400)]
+    assert 0.68 < sum(drawn) / len(drawn) < 0.82  # weight 3 of 4 (24 conflict samples, each read ~12 times)
+    pack = next(iter(dm.train_dataloader()))
+    assert isinstance(pack, PackedBatch) and len(pack.sample_lens) > 1
+
+
+def test_the_mixture_resumes_at_the_next_pack(built, conflict_root):
+    uninterrupted = take(mixture(built, conflict_root).train_dataloader(), 6)
+    resumed = mixture(built, conflict_root)
+    resumed.load_state_dict({**resumed.state_dict(), "packs_consumed": 2})
+    assert take(resumed.train_dataloader(), 4) == uninterrupted[2:]
+
+
+def test_a_subset_of_weight_zero_is_validated_but_not_trained_on(built, conflict_root):
+    dm = mixture(built, conflict_root, weights={"multiturn": 1.0, "conflict": 0.0})
+    trained = [t for _, t in itertools.islice(dm.stream("train")(0, ReaderPart()), 60)]
+    assert not any(inspected(t) for t in trained)
+    validated = [t for _, t in dm.stream("val")(0, ReaderPart())]
+    assert len(validated) == SMALL["val_size"] + CONFLICT["val_size"]
+    # The subsets take turns, so a validation capped at a few packs still sees every subset.
+    assert [inspected(t) for t in validated[:4]] == [False, True, False, True]
+    # One validation loader per subset, so the module logs each subset's losses apart.
+    loaders = dict(zip(dm.val_names, dm.val_dataloader(), strict=True))
+    assert list(loaders) == ["multiturn", "conflict"]
+    assert sum(len(b.sample_lens) for b in loaders["multiturn"]) == SMALL["val_size"]
+    assert sum(len(b.sample_lens) for b in loaders["conflict"]) == CONFLICT["val_size"]
+
+
+def test_validating_on_the_mixture_logs_each_subset_apart(built, conflict_root):
+    from pdgen.lit import ProcessDrivenModule
+
+    torch.manual_seed(0)
+    dm = mixture(built, conflict_root, weights={"multiturn": 1.0, "conflict": 0.0})
+    validator = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=1)
+    multiturn, conflict = validator.validate(ProcessDrivenModule("embedded"), datamodule=dm)
+    assert {"val/multiturn/generate_loss", "val/multiturn/inspect_loss"} <= set(multiturn)
+    # The inspector's loss on held-out conflict samples: what Table 7's ablations compare.
+    assert "val/conflict/inspect_loss" in conflict and "val/multiturn/loss" not in conflict
+
+
+def test_the_mixture_counts_corrupt_samples_of_every_subset(built, conflict_root, tmp_path):
+    root = tmp_path / "conflict"
+    shutil.copytree(conflict_root, root)
+    shard = root / "symbolic" / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])  # the shard breaks off in its first sample
+    dm = mixture(built, tmp_path / "conflict")
+    take(dm.train_dataloader(), 3)
+    assert dm.corrupt_samples >= 1
+
+
+def test_the_mixture_refuses_weights_that_do_not_name_its_subsets(built, conflict_root):
+    with pytest.raises(ValueError, match="weights names"):
+        mixture(built, conflict_root, weights={"multiturn": 1.0, "alignment": 1.0})
+    with pytest.raises(ValueError, match="positive sum"):
+        mixture(built, conflict_root, weights=[0.0, 0.0])
+
+
+def test_the_alignment_subset_builds_and_packs(tmp_path):
+    dm = AlignmentDataModule(tmp_path, num_samples=6, val_size=3, samples_per_shard=3, max_tokens=1024,
+                             num_workers=0)  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    stats = dm.manifest["stats"]
+    assert (stats["positive_samples"], stats["negative_samples"]) == (2, 4)
+    assert isinstance(next(iter(dm.train_dataloader())), PackedBatch)

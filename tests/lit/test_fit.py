@@ -4,10 +4,12 @@ import copy
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Callback, Trainer
 
 from pdgen.cli import main
-from pdgen.lit import EMA, TrajectoryLogger
+from pdgen.data.datamodules import MultiTurnDataModule
+from pdgen.lit import EMA, ProcessDrivenModule, TrajectoryLogger
 
 
 class LossRecorder(Callback):
@@ -41,30 +43,31 @@ def fit(module, data, max_steps, ckpt_path=None, root=None):
 
 
 def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
-    main(
-        [
-            "fit",
-            "-c",
-            "configs/full.yaml",
-            "--data.root",
-            str(tmp_path / "shards"),
-            "--data.num_trajectories",
-            "24",
-            "--data.val_size",
-            "4",
-            "--data.samples_per_shard",
-            "12",
-            "--data.num_workers",
-            "0",
-            "--data.max_tokens",
-            "1024",
-            "--trainer.fast_dev_run",
-            "true",
-            "--trainer.default_root_dir",
-            str(tmp_path / "runs"),
-        ]
-    )
-    assert (tmp_path / "shards" / "manifest.json").is_file()
+    # The full recipe end to end at toy sizes: the mixture builds its three subsets (the conflict set
+    # symbolic, since no stage-1 checkpoint exists) and trains a step. A later `-c` file replaces the
+    # `subsets` dict whole, so every subset is spelled out.
+    small = dict(val_size=2, samples_per_shard=8)
+    subsets = {
+        "multiturn": ("MultiTurnDataModule", dict(num_trajectories=16, augment=0.5)),
+        "conflict": ("ConflictDataModule", dict(num_samples=8, tokenizer=str(tmp_path / "mt" / "tokenizer"))),
+        "alignment": ("AlignmentDataModule", dict(num_samples=9)),
+    }
+    roots = {"multiturn": "mt", "conflict": "conflict", "alignment": "alignment"}
+    data = {
+        name: {
+            "class_path": f"pdgen.data.datamodules.{cls}",
+            "init_args": {"root": str(tmp_path / roots[name]), **small, **args},
+        }
+        for name, (cls, args) in subsets.items()
+    }
+    toy = tmp_path / "toy.yaml"
+    options = {"subsets": data, "num_workers": 0, "max_tokens": 1024}
+    # Order matters: the multi-turn build comes first (its tokenizer reads every subset).
+    toy.write_text(yaml.safe_dump({"data": {"init_args": options}}, sort_keys=False))
+    main(["fit", "-c", "configs/full.yaml", "-c", str(toy), "--trainer.fast_dev_run", "true",
+          "--trainer.default_root_dir", str(tmp_path / "runs")])  # fmt: skip
+    built = [tmp_path / "mt", tmp_path / "conflict" / "symbolic", tmp_path / "alignment"]
+    assert all((root / "manifest.json").is_file() for root in built)
 
 
 def test_a_resumed_fit_repeats_the_uninterrupted_one(make_module, world_packs, tmp_path):
@@ -79,6 +82,28 @@ def test_a_resumed_fit_repeats_the_uninterrupted_one(make_module, world_packs, t
     assert first + rest == pytest.approx(straight, abs=1e-6, rel=0)
     for name, value in ema_straight.shadow.items():
         torch.testing.assert_close(ema_resumed.shadow[name], value, atol=1e-6, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A tiny multi-turn shard set, built once, and a factory of DataModules reading it."""
+    root = tmp_path_factory.mktemp("multiturn")
+    options = dict(num_trajectories=16, val_size=2, samples_per_shard=8, num_workers=0, max_tokens=1024)
+    MultiTurnDataModule(root, **options).prepare_data()
+    return lambda: MultiTurnDataModule(root, **options)
+
+
+def test_a_resumed_fit_on_the_shards_repeats_the_uninterrupted_one(shards, tmp_path):
+    # The real data path: shuffling, prompt dropout and packing resume at the pack where the fit stopped.
+    def module() -> ProcessDrivenModule:
+        torch.manual_seed(0)
+        return ProcessDrivenModule("embedded", schedule_steps=4, warmup_steps=1)
+
+    _, straight, _ = fit(module(), shards(), max_steps=4)
+    trainer, first, _ = fit(module(), shards(), max_steps=2)
+    trainer.save_checkpoint(tmp_path / "half.ckpt")
+    _, rest, _ = fit(module(), shards(), max_steps=4, ckpt_path=tmp_path / "half.ckpt")
+    assert first + rest == pytest.approx(straight, abs=1e-6, rel=0)
 
 
 def test_ema_is_swapped_in_and_out(make_module):

@@ -5,7 +5,7 @@ Conventions (BAGEL's, easy to get backwards):
 - flow time t in [0, 1]: t = 0 is the clean latent x0, t = 1 pure noise eps; `x_t = (1 - t) x0 + t eps`;
 - the model predicts the velocity **v = eps - x0** (pointing from data to noise), read at the noisy token
   itself; the sampler integrates t from 1 to 0 with `x <- x - v * (t_i - t_{i+1})`;
-- training times are logit-normal, one per noised image (split), then shifted:
+- training times are logit-normal (or uniform), one per noised image (split), then shifted:
   `t <- s t / (1 + (s - 1) t)`; s = 1 in pre-training, larger values push t toward noise;
 - clean context images enter with t = 0 (still through `vae2llm` and the time embedder).
 
@@ -14,7 +14,7 @@ Shapes: N_vae = VAE tokens of a pack, P = latent patch dim (64).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -22,6 +22,8 @@ from pdgen.models.attention import SplitMode
 
 if TYPE_CHECKING:
     from pdgen.data.packing import PackedBatch
+
+TimestepDistribution = Literal["logit_normal", "uniform"]
 
 
 def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -32,15 +34,21 @@ def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def sample_timesteps(
-    batch: PackedBatch, shift: float = 1.0, generator: torch.Generator | None = None
+    batch: PackedBatch,
+    shift: float = 1.0,
+    generator: torch.Generator | None = None,
+    distribution: TimestepDistribution = "logit_normal",
 ) -> torch.Tensor:
-    """Flow times for every VAE token of a pack: one logit-normal draw per `noise` split, 0 for clean tokens.
+    """Flow times for every VAE token of a pack: one draw per `noise` split, 0 for clean tokens.
 
     Args:
         batch: the pack; its `split_lens`/`split_modes` say which splits are noised and
             `packed_vae_token_indexes` where the VAE tokens are.
-        shift: timestep shift s (1.0 = plain logit-normal).
+        shift: timestep shift s (1.0 = the plain distribution).
         generator: random source.
+        distribution: ``logit_normal`` (BAGEL's: sigmoid of a standard normal, few draws near 0 and 1) or
+            ``uniform`` (what a tiny model trained from scratch learns fastest with, reference/environment.md:
+            the nearly clean times teach it the object edges).
 
     Returns:
         (N_vae,) float32 times, aligned with `batch.packed_vae_token_indexes`; assign it to
@@ -54,7 +62,13 @@ def sample_timesteps(
         for end, length, mode in zip(ends, batch.split_lens, batch.split_modes, strict=True)
         if SplitMode.parse(mode) == SplitMode.NOISE
     ]
-    draws = shift_timesteps(torch.sigmoid(torch.randn(len(noise_splits), generator=generator)), shift)
+    if distribution == "logit_normal":
+        raw = torch.sigmoid(torch.randn(len(noise_splits), generator=generator))
+    elif distribution == "uniform":
+        raw = torch.rand(len(noise_splits), generator=generator)
+    else:
+        raise ValueError(f"timestep distribution {distribution!r}; expected 'logit_normal' or 'uniform'")
+    draws = shift_timesteps(raw, shift)
     for (start, end), t in zip(noise_splits, draws, strict=True):
         times[(vae_idx >= start) & (vae_idx < end)] = t
     return times.to(batch.packed_vae_token_indexes.device)
