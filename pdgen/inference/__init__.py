@@ -17,7 +17,7 @@ docs/inference.md draws the loop.
 """
 
 from pdgen.inference.config import GENERATION_PRESETS, GenerationConfig
-from pdgen.inference.control import Controller, LoopState, ModelDecides, Script
+from pdgen.inference.control import Controller, LoopState, ModelDecides, Reviewer, Script
 from pdgen.inference.costs import Costs, summarise
 from pdgen.inference.loop import Generation, StopReason, generate
 
@@ -29,6 +29,7 @@ __all__ = [
     "GenerationConfig",
     "LoopState",
     "ModelDecides",
+    "Reviewer",
     "Script",
     "StopReason",
     "generate",

@@ -23,6 +23,11 @@ Two interchangeable sequences (habit 5, fast path + reference):
 Unconditional contexts are fed lazily: written blocks wait in a queue and run only before the next
 image query, so text after the last image never costs guidance passes.
 
+A text the model writes token by token can be taken back before anyone else sees it (a controller's
+`review`, ``pdgen.inference.control``): `Contexts.snapshot` before the segment, `Contexts.rewind` to it.
+Only the conditional sequence needs rewinding, because a segment is shared with the unconditional ones
+only once it is accepted (`Contexts.share`).
+
 Shapes: Q = tokens of a block, C = LLM hidden size, L = tokens of a prefix.
 """
 
@@ -35,7 +40,7 @@ import torch
 
 from pdgen.inference.costs import Costs
 from pdgen.models.attention import PackedAttentionMeta, packed_attention
-from pdgen.models.bagel import BagelTrunk
+from pdgen.models.bagel import BagelTrunk, KVCache
 
 Part = Literal["prompt", "text", "image"]
 """What a written block is; an unconditional context leaves out one part."""
@@ -89,6 +94,16 @@ class CachedSequence:
             self.rope += block.rope_span()
         return hidden
 
+    def snapshot(self) -> tuple[KVCache, int]:
+        """The sequence as it is now, for `rewind`: a fork of the cache (writes append new tensors and
+        share the old ones, so this copies one list per layer, no key or value) and the next RoPE id."""
+        return self.cache.copy(), self.rope
+
+    def rewind(self, snapshot: tuple[KVCache, int]) -> None:
+        """Back to `snapshot`: every block written since is gone, its RoPE ids free again."""
+        cache, self.rope = snapshot
+        self.cache = cache.copy()  # the snapshot stays as it was, should it be rewound to again
+
 
 class RecomputedSequence:
     """The reference: keeps the blocks and recomputes the whole prefix with the packed forward each call."""
@@ -121,8 +136,19 @@ class RecomputedSequence:
             self.rope += block.rope_span()
         return hidden[-block.embeds.shape[0] :]
 
+    def snapshot(self) -> tuple[int, int]:
+        """As `CachedSequence.snapshot`: blocks are only ever appended, so their count marks the place."""
+        return len(self.blocks), self.rope
+
+    def rewind(self, snapshot: tuple[int, int]) -> None:
+        """As `CachedSequence.rewind`."""
+        count, self.rope = snapshot
+        del self.blocks[count:]
+
 
 AnySequence = CachedSequence | RecomputedSequence
+Snapshot = tuple[KVCache, int] | tuple[int, int]
+"""Where a sequence was (its `snapshot`): a fork of its cache or its block count, and its next RoPE id."""
 
 
 class _Unconditional:
@@ -165,6 +191,16 @@ class Contexts:
         """Writes `block` into the conditional context now; returns its (Q, C) hidden states."""
         self.costs.forward_passes += 1
         return self.cond.run(block, write=True)
+
+    def snapshot(self) -> Snapshot:
+        """The conditional context as it is now, to `rewind` to before the unconditional ones are shared
+        anything written after it."""
+        return self.cond.snapshot()
+
+    def rewind(self, snapshot: Snapshot) -> None:
+        """Takes back what was written into the conditional context since `snapshot`; the passes it cost
+        stay counted (they ran)."""
+        self.cond.rewind(snapshot)
 
     def share(self, block: Block, part: Part) -> None:
         """Queues `block` (already in the conditional context) for the unconditional contexts that keep

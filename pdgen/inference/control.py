@@ -1,24 +1,30 @@
 """Controllers: who takes the loop's decisions and writes its texts, when it should not be the model alone.
 
-The loop has two kinds of choice points:
+The loop has three kinds of choice points:
 
 - a *decision*: the control token after a text segment (``<|vision_start|>`` = draw, ``<|im_start|>`` =
   another text) or after an image (``<|im_start|>`` = continue, ``<|im_end|>`` = stop). The model proposes
   one from its logits; a controller may replace it;
 - a *text segment* about to start: a controller may supply its body (an external planner's plan, an
-  external inspector's critique, a user's edit); otherwise the model writes it token by token.
+  external inspector's critique, a user's edit); otherwise the model writes it token by token;
+- a *text segment the model has just written*, before the decision after it: a `Reviewer` (a controller
+  with a `review` method) may keep it or replace it. A replaced segment is taken back out of the context
+  and the replacement written as forced text, so the rest of the run is exactly the run in which the
+  replacement had been dictated from the start (``write``), same seed, same images.
 
-`Controller` is that protocol, every method seeing a `LoopState`. `ModelDecides` leaves everything to the
-model; `Script` forces a fixed sequence (tests, and the training-free baselines of the paper's Table 4,
-which issue 6 builds on this hook: a judge as planner returns plans from `write`, a judge as inspector
-returns one critique and the refine decision).
+`Controller` is that protocol, every method seeing a `LoopState`. `Reviewer` is optional: the loop asks
+for reviews, and keeps what it needs to take a segment back, only when the controller has one (a person
+at a terminal, ``pdgen.inference.interactive``). `ModelDecides` leaves everything to the model; `Script`
+forces a fixed sequence (tests, and the training-free baselines of the paper's Table 4, which issue 6
+builds on this hook: a judge as planner returns plans from `write`, a judge as inspector returns one
+critique and the refine decision).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -32,8 +38,8 @@ class LoopState:
         text: the steps emitted so far as tagged text (plans, critiques and
             ``<|vision_start|><|image_pad|><|vision_end|>`` per image), as `Trajectory.to_text` writes them.
         images: the images drawn so far, in order.
-        after: what the decision follows: ``"text"`` (a finished text segment) or ``"image"``; for `write`,
-            what the new segment follows: ``"prompt"``, ``"text"`` or ``"image"``.
+        after: what the decision follows: ``"text"`` (a finished text segment) or ``"image"``; for `write`
+            and `Reviewer.review`, what the segment follows: ``"prompt"``, ``"text"`` or ``"image"``.
     """
 
     prompt: str
@@ -51,6 +57,16 @@ class Controller(Protocol):
 
     def write(self, state: LoopState) -> str | None:
         """The body of the text segment about to start (no control tokens), or None: the model writes it."""
+        ...
+
+
+@runtime_checkable
+class Reviewer(Controller, Protocol):
+    """A controller that also reviews every text the model writes, before the loop goes on."""
+
+    def review(self, state: LoopState, text: str) -> str | None:
+        """None keeps `text` (the segment's body, as the model wrote it); a string replaces it (a body, no
+        control tokens). `state` is as for the `write` that let the model write it."""
         ...
 
 

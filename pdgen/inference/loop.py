@@ -26,9 +26,11 @@ the model continues and ``GenerationConfig.inspect`` is set, writes the ViT copy
 follow (training shows an inspection exactly after a ViT copy).
 
 Caps: ``max_images`` (stop after that image, the answer) and ``max_text_tokens`` (over the whole
-generation; the unfinished text is kept and reported). A `Controller` may take decisions or write texts
-(``pdgen.inference.control``). Randomness (text sampling, noise, the autoencoder's posterior sample when an
-image is written back) comes from one ``torch.Generator`` seeded per prompt, so a seed reproduces a run.
+generation, texts taken back included: they were generated; the unfinished text is kept and reported). A
+`Controller` may take decisions or write texts, and a `Reviewer` replace a text the model wrote before the
+loop goes on (``pdgen.inference.control``). Randomness (text sampling, noise, the autoencoder's posterior
+sample when an image is written back) comes from one ``torch.Generator`` seeded per prompt, so a seed
+reproduces a run.
 
 Shapes: N = latent tokens of one image (h·w), P = latent patch dim (64), C = LLM hidden, V = vocabulary.
 """
@@ -49,7 +51,7 @@ from pdgen.data.packing import PackingConfig, grid_position_ids, image_grid, ima
 from pdgen.data.tokenizer import CONTROL_TOKENS, SpecialTokenIds, encode_text
 from pdgen.inference.config import GenerationConfig
 from pdgen.inference.context import Block, Contexts
-from pdgen.inference.control import Controller, LoopState, ModelDecides
+from pdgen.inference.control import Controller, LoopState, ModelDecides, Reviewer
 from pdgen.inference.costs import Costs
 from pdgen.inference.sampler import euler_sample, guidance_on, guide
 from pdgen.models.bagel import BagelTrunk
@@ -176,6 +178,8 @@ class _Loop:
         self.prompt, self.input_image = prompt, input_image
         self.trunk, self.tokenizer, self.config, self.packing = trunk, tokenizer, config, packing
         self.controller = controller
+        # Asked once: a controller without `review` costs the loop no snapshot at all.
+        self.reviewer = controller if isinstance(controller, Reviewer) else None
         self.ids = SpecialTokenIds.from_tokenizer(tokenizer)
         self.grid = _check_geometry(trunk, config, packing)
         weight = trunk.language_model.model.embed_tokens.weight
@@ -274,22 +278,48 @@ class _Loop:
         return choice
 
     def _text_segment(self, after: Literal["prompt", "text", "image"]) -> torch.Tensor | None:
-        """One ``<|im_start|> … <|im_end|>`` segment, forced or written by the model.
+        """One ``<|im_start|> … <|im_end|>`` segment: forced, or written by the model and then reviewed.
+
+        A reviewer's replacement takes the model's segment back (the conditional context and the random
+        generator return to where they were before it) and is written as forced text, so that what
+        follows is exactly what follows a dictated text. Only then is the segment shared with the
+        unconditional contexts: guidance never sees a text that was taken back.
 
         Returns the hidden state (C,) of its ``<|im_end|>``, where the next decision is read, or None when
         the text budget ran out first.
         """
-        forced = self.controller.write(self._state(after))
-        if forced is not None:
-            ids = [
-                self.ids.im_start,
-                *encode_text(self.tokenizer, forced, "the controller's text"),
-                self.ids.im_end,
-            ]
-            last = self.contexts.write(self._text_block(ids), "text")[-1]
-            self.body.append(forced)
-            self.token_ids += ids
-            return last
+        state = self._state(after)
+        forced = self.controller.write(state)
+        if forced is None:
+            before = None if self.reviewer is None else (self.contexts.snapshot(), self.generator.get_state())
+            written = self._model_text()
+            if written is None:
+                return None
+            ids, last = written
+            text = self._decode(ids[1:-1])
+            forced = None if self.reviewer is None else self.reviewer.review(state, text)
+            if forced is None:
+                self.contexts.share(self._text_block(ids), "text")
+                self.body.append(text)
+                self.token_ids += ids
+                return last
+            assert before is not None  # only a reviewer replaces
+            snapshot, random_state = before
+            self.contexts.rewind(snapshot)
+            self.generator.set_state(random_state)
+        body = encode_text(self.tokenizer, forced, "the controller's text")
+        ids = [self.ids.im_start, *body, self.ids.im_end]
+        last = self.contexts.write(self._text_block(ids), "text")[-1]
+        self.body.append(forced)
+        self.token_ids += ids
+        return last
+
+    def _model_text(self) -> tuple[list[int], torch.Tensor] | None:
+        """The model writes a segment token by token into the conditional context only (not shared yet).
+
+        Returns its ids, ``<|im_start|>`` to ``<|im_end|>``, and the hidden state (C,) of the last; or
+        None when the text budget ran out first (what was written is then kept as the run's end).
+        """
         ids = [self.ids.im_start]
         hidden = self.contexts.write_cond(self._text_block(ids))
         while ids[-1] != self.ids.im_end:
@@ -302,10 +332,7 @@ class _Loop:
             self.costs.text_tokens += 1
             ids.append(token)
             hidden = self.contexts.write_cond(self._text_block([token]))
-        self.contexts.share(self._text_block(ids), "text")
-        self.body.append(self._decode(ids[1:-1]))
-        self.token_ids += ids
-        return hidden[-1]
+        return ids, hidden[-1]
 
     def _pick(self, logits: torch.Tensor) -> int:
         """Greedy or temperature sampling over (K,) logits (-inf marks a forbidden entry)."""

@@ -45,3 +45,20 @@ def test_each_unconditional_context_leaves_out_its_part_and_runs_only_when_queri
     text_uncond, image_uncond = contexts.text_uncond.sequence, contexts.image_uncond.sequence
     assert len(text_uncond.cache) == 6 and text_uncond.rope == 1  # the image only, at id 0
     assert len(image_uncond.cache) == 5 and image_uncond.rope == 6  # the prompt, the image's id reserved
+
+
+@torch.no_grad()
+def test_rewinding_takes_back_what_was_written_since_the_snapshot(trunk):
+    text, image, query = blocks(trunk)
+    for sequence in (CachedSequence(trunk), RecomputedSequence(trunk)):
+        sequence.run(text, write=True)
+        before = sequence.run(query, write=False)
+        snapshot = sequence.snapshot()
+        sequence.run(image, write=True)
+        sequence.run(text, write=True)
+        sequence.rewind(snapshot)
+        assert sequence.rope == 5
+        torch.testing.assert_close(sequence.run(query, write=False), before, atol=0, rtol=0)
+        sequence.run(image, write=True)
+        sequence.rewind(snapshot)  # a snapshot can be rewound to again
+        torch.testing.assert_close(sequence.run(query, write=False), before, atol=0, rtol=0)

@@ -63,6 +63,59 @@ def test_the_cached_loop_equals_recomputing_the_whole_prefix_every_step(talkativ
     )
 
 
+class Editor:
+    """A reviewer: `script` decides, the model's k-th text is replaced by ``replacements[k]`` (None keeps
+    it); it records what it was shown."""
+
+    def __init__(self, script, replacements):
+        self.script, self.replacements = script, list(replacements)
+        self.shown = []
+
+    def write(self, state):
+        return self.script.write(state)
+
+    def decide(self, state, options, proposed):
+        return self.script.decide(state, options, proposed)
+
+    def review(self, state, text):
+        self.shown.append((state.after, text))
+        return self.replacements[len(self.shown) - 1] if len(self.shown) <= len(self.replacements) else None
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_a_reviewed_text_replaced_in_place_equals_dictating_it_from_the_start(
+    talkative, tokenizer, packing, kv_cache
+):
+    """The model's first plan and its inspection are replaced after it wrote them: the run is, token for
+    token and pixel for pixel, the run in which both were dictated, with sampled text and both guidances."""
+    config = GenerationConfig.from_name(
+        "tiny",
+        num_timesteps=3,
+        do_sample=True,
+        temperature=1.0,
+        cfg_img_scale=1.5,
+        cfg_interval=(0.0, 1.0),
+        kv_cache=kv_cache,
+    )
+    critique = f"{CRITIQUE}<refine>{REFINE}</refine>"
+    editor = Editor(refine_script(texts=False), [PLAN_1, critique])
+    dictated_script = Script(refine_script().decisions, [PLAN_1, critique])
+    reviewed, dictated = (
+        generate(talkative, tokenizer, PROMPT, config, 3, packing, controller=controller)
+        for controller in (editor, dictated_script)
+    )
+    same_generation(reviewed, dictated)
+    assert reviewed.text.count(PLAN_1) == reviewed.text.count(critique) == 1
+    assert [after for after, _ in editor.shown] == ["prompt", "image", "text"]  # the model's plan 2 kept
+    assert editor.shown[2][1] in reviewed.text
+
+    # The texts taken back cost what they ran (one pass for <|im_start|>, one per token), guidance nothing.
+    extra_tokens = reviewed.costs.text_tokens - dictated.costs.text_tokens
+    assert extra_tokens > 0
+    assert reviewed.costs.forward_passes - dictated.costs.forward_passes == extra_tokens + 2
+    assert reviewed.costs.cfg_passes == dictated.costs.cfg_passes
+
+
 # ---- the layout is training's --------------------------------------------------------------------------
 
 

@@ -51,13 +51,20 @@ def block_attention(
     values = torch.cat([past_v, v]) if n_past else v  # (L+Q, Hkv, D)
     # Only a causal block of several tokens masks anything. An all-True mask would not change the result
     # but sends SDPA to its slow masked path on CPU: a decoded token and every image block skip it.
-    mask = None
     if causal and n_q > 1:
         mask = torch.ones(n_q, n_past + n_q, dtype=torch.bool, device=q.device).tril(n_past)  # (Q, L+Q)
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1), keys.transpose(0, 1), values.transpose(0, 1), attn_mask=mask, enable_gqa=True
-    )  # (H, Q, D)
-    return out.transpose(0, 1), keys, values
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1), keys.transpose(0, 1), values.transpose(0, 1), attn_mask=mask, enable_gqa=True
+        )  # (H, Q, D)
+        return out.transpose(0, 1), keys, values
+    # No mask: every query row is independent, so the G = H/Hkv query heads that share a key-value head
+    # are stacked into one (G*Q)-row query of that head. Plain attention then replaces `enable_gqa`,
+    # which CPU SDPA serves only on its slower unfused path. An image block's output is bit-identical;
+    # a decoded token's may differ in the last bit (another kernel), well inside the cache tests' 1e-5.
+    group = q.shape[1] // k.shape[1]
+    q_grouped = q.transpose(0, 1).reshape(k.shape[1], group * n_q, q.shape[2])  # (Hkv, G*Q, D)
+    out = F.scaled_dot_product_attention(q_grouped, keys.transpose(0, 1), values.transpose(0, 1))
+    return out.view(q.shape[1], n_q, q.shape[2]).transpose(0, 1), keys, values  # (Q, H, D)
 
 
 class KVCache:

@@ -4,6 +4,7 @@ import torch
 from bagel_testkit import INSPECTED, replay_with_cache
 
 from pdgen.models.bagel import KVCache
+from pdgen.models.bagel.cache import block_attention
 
 
 @torch.no_grad()
@@ -38,3 +39,26 @@ def test_an_image_block_is_bidirectional_and_a_text_block_causal():
     full = [cache.copy().attend_fn(False, False)(0, q, k, values) for values in (v, later_value_changed)]
     assert torch.equal(causal[0][:2], causal[1][:2]), "text token 0 and 1 must not see token 2"
     assert not torch.allclose(full[0][0], full[1][0]), "an image token sees the whole block"
+
+
+def reference_attention(q, keys, values, mask):
+    """Softmax attention head by head, query head h reading key-value head h // (H / Hkv)."""
+    group = q.shape[1] // keys.shape[1]
+    keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)  # (L+Q, H, D)
+    scores = torch.einsum("qhd,khd->hqk", q, keys) / q.shape[2] ** 0.5  # (H, Q, L+Q)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.einsum("hqk,khd->qhd", scores.softmax(-1), values)  # (Q, H, D)
+
+
+def test_grouped_query_heads_read_their_own_key_value_head():
+    generator = torch.Generator().manual_seed(0)
+    past = torch.randn(5, 2, 8, generator=generator), torch.randn(5, 2, 8, generator=generator)
+    for n_q, causal in [(1, True), (3, True), (3, False)]:  # a decoded token, a text block, an image block
+        q = torch.randn(n_q, 4, 8, generator=generator)
+        k, v = torch.randn(n_q, 2, 8, generator=generator), torch.randn(n_q, 2, 8, generator=generator)
+        out, keys, values = block_attention(q, k, v, *past, causal=causal)
+        mask = torch.ones(n_q, 5 + n_q, dtype=torch.bool)
+        if causal:
+            mask = mask.tril(5)
+        torch.testing.assert_close(out, reference_attention(q, keys, values, mask))
+        assert torch.equal(keys, torch.cat([past[0], k])) and torch.equal(values, torch.cat([past[1], v]))

@@ -96,6 +96,18 @@ def test_rmsnorm_scales_to_unit_root_mean_square():
     torch.testing.assert_close(norm(x), torch.tensor([[1.0, -1.0, 1.0, -1.0]]))
 
 
+def test_rmsnorm_of_bfloat16_normalises_in_float32_and_casts_before_the_weight():
+    norm = RMSNorm(8, eps=1e-6).to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16) * 7
+    x32 = x.float()
+    expected = norm.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16)
+    out = norm(x)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, expected)  # Qwen2's order: the weight multiplies the bf16-rounded norm
+
+
 def test_rope_is_relative_query_key_products_depend_on_distance_only(tiny_trunk):
     rotary = tiny_trunk.language_model.model.rotary_emb
     q, k = torch.randn(1, 1, 16), torch.randn(1, 1, 16)
