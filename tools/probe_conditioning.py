@@ -27,11 +27,8 @@ WORDS = (("red circle", "blue square"), ("green triangle", "yellow star"))
 
 
 def load(ckpt: str) -> ProcessDrivenModule:
-    """The checkpoint's module with its EMA weights when it has them."""
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    # LightningCLI adds `_class_path`/`_instantiator` to the saved arguments; the module takes the rest.
-    module = ProcessDrivenModule(**{k: v for k, v in checkpoint["hyper_parameters"].items() if k[0] != "_"})
-    module.load_state_dict(checkpoint["state_dict"])
+    """The checkpoint's module with its EMA weights when it has them (as `pdgen predict` samples)."""
+    module = ProcessDrivenModule.load_from_checkpoint(ckpt, map_location="cpu")
     load_ema_weights(module, ckpt)
     return module.eval()
 
