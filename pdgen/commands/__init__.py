@@ -131,9 +131,8 @@ def run(group: str, argv: list[str]) -> None:
         for argument, kwargs in hand_made.values():
             sub.add_argument(argument, **kwargs)
         choices.add_subcommand(command.name, sub, help=command.summary)
-    names = [command.name for command in subcommands(group)]
-    if len(names) == 1 and argv and argv[0] not in names and not argv[0].startswith("-"):
-        argv = [names[0], *argv]
+    if len(functions) == 1 and argv and argv[0] not in functions and not argv[0].startswith("-"):
+        argv = [*functions, *argv]
     config = parser.parse_args(argv)
     chosen = config.command
     options = parser.instantiate(config)[chosen]

@@ -47,8 +47,8 @@ def sample_timesteps(
         shift: timestep shift s (1.0 = the plain distribution).
         generator: random source.
         distribution: ``logit_normal`` (BAGEL's: sigmoid of a standard normal, few draws near 0 and 1) or
-            ``uniform`` (what a tiny model trained from scratch learns fastest with, reference/environment.md:
-            the nearly clean times teach it the object edges).
+            ``uniform`` (the recipe reference/environment.md measured a tiny flow model from scratch to
+            learn with in minutes on a CPU).
 
     Returns:
         (N_vae,) float32 times, aligned with `batch.packed_vae_token_indexes`; assign it to

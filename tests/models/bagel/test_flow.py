@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from bagel_testkit import TWO_TRAJECTORIES
 
@@ -30,6 +31,17 @@ def test_one_time_per_noised_split_and_zero_for_clean_tokens(packer):
     for chunk in draws:
         assert (chunk == chunk[0]).all() and 0 < chunk[0] < 1
     assert not math.isclose(draws[0][0], draws[1][0])
+
+
+def test_uniform_times_are_the_generator_s_uniform_draws_shifted(packer):
+    pack = packer.collate([packer.sample(t) for t in TWO_TRAJECTORIES])
+    times = sample_timesteps(pack, 3.0, torch.Generator().manual_seed(0), distribution="uniform")
+    per_image = [grid[0] * grid[1] for grid in pack.vae_latent_shapes]
+    drawn = torch.stack([chunk[0] for chunk in times.split(per_image) if chunk[0] > 0])
+    expected = shift_timesteps(torch.rand(2, generator=torch.Generator().manual_seed(0)), 3.0)
+    torch.testing.assert_close(drawn, expected)
+    with pytest.raises(ValueError, match="'beta'"):
+        sample_timesteps(pack, distribution="beta")
 
 
 def test_noising_and_target_follow_the_data_to_noise_direction():
