@@ -19,8 +19,11 @@ because the machine is shared and its speed drifts; the ratio is taken per pair 
 beside the ratio of the best times per prompt and the ratio of the generating thread's CPU time.
 ``--breakdown`` then splits the wall time of both modes by kind of trunk pass (image queries, text tokens,
 blocks written, everything outside the trunk), which says where the process's extra time goes.
+``--passes L`` times single trunk passes instead: a one-token pass and a 66-token image query over L cached
+tokens (to compare two versions of the trunk, run it with each on ``PYTHONPATH``, alternated).
 
     nice -n 10 python tools/bench_generate.py --prompts 3 --repeats 3 --breakdown
+    nice -n 10 python tools/bench_generate.py --passes 200
     python tools/bench_generate.py --json out/generate.json --markdown out/generate.md
 """
 
@@ -278,6 +281,40 @@ def breakdown(bench: Bench, cases: list[Case], repeats: int) -> dict[str, dict[s
     return table
 
 
+def pass_times(trunk: BagelTrunk, cached: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Thread CPU milliseconds of a one-token text pass (written, as a decoded token is) and of a 66-token
+    image query (markers + 64 latent tokens, not written, as each sampling step's) over `cached` tokens of
+    context: median and best of `rounds` rounds, the two kinds interleaved."""
+    hidden = trunk.config.llm.hidden_size
+    generator = torch.Generator().manual_seed(0)
+    prefix = torch.randn(cached, hidden, generator=generator)  # (L, C)
+    context = CachedSequence(trunk)
+    context.run(Block(prefix, torch.zeros(cached, dtype=torch.bool), "text"), write=True)
+    token = Block(torch.randn(1, hidden, generator=generator), torch.zeros(1, dtype=torch.bool), "text")
+    gen_mask = torch.ones(66, dtype=torch.bool)
+    gen_mask[[0, -1]] = False  # the two markers
+    image = Block(torch.randn(66, hidden, generator=generator), gen_mask, "image")
+
+    def one_token() -> None:
+        cache, rope = context.snapshot()  # each token onto the same context: rewind after the write
+        context.run(token, write=True)
+        context.rewind((cache, rope))
+
+    def image_query() -> None:
+        context.run(image, write=False)
+
+    kinds = {"one-token pass": (one_token, 20), "image query": (image_query, 5)}
+    times: dict[str, list[float]] = {name: [] for name in kinds}
+    for round_index in range(rounds + 2):  # two untimed warm-up rounds
+        for name, (step, calls) in kinds.items():
+            started = time.thread_time()
+            for _ in range(calls):
+                step()
+            if round_index >= 2:
+                times[name].append((time.thread_time() - started) / calls * 1e3)
+    return {name: {"median_ms": statistics.median(t), "best_ms": min(t)} for name, t in times.items()}
+
+
 def summary(pairs: list[Pair]) -> dict[str, float]:
     """Medians of the times and the ratio; means of the counters per prompt."""
     costs = [p.process.costs for p in pairs]
@@ -372,6 +409,9 @@ def main(argv: list[str] | None = None, loops: dict[str, Generate] | None = None
     parser.add_argument(
         "--breakdown", action="store_true", help="then time each kind of trunk pass (first loop only)"
     )
+    parser.add_argument(
+        "--passes", type=int, metavar="L", help="only time single trunk passes over L cached tokens"
+    )
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--markdown", help="write the table here")
     args = parser.parse_args(argv)
@@ -379,6 +419,15 @@ def main(argv: list[str] | None = None, loops: dict[str, Generate] | None = None
 
     cases = world_cases(args.prompts, args.images, args.inspect)
     trunk, head, tokenizer, packing = build_model(args.preset, cases)
+    if args.passes is not None:
+        with torch.inference_mode():  # as `generate` runs them
+            report = {"args": vars(args), "passes": pass_times(trunk, args.passes, rounds=15)}
+        for name, t in report["passes"].items():
+            print(f"{name} over {args.passes} cached tokens: ", end="")
+            print(f"median {t['median_ms']:.3f} ms, best {t['best_ms']:.3f} ms")
+        if args.json:
+            write_atomic(args.json, json.dumps(report, indent=2) + "\n")
+        return report
     side = packing.vae_max_size  # the largest image the trunk's position table holds (32 px for embedded)
     overrides = {} if args.timesteps is None else {"num_timesteps": args.timesteps}
     config = GenerationConfig.from_name(

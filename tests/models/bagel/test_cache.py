@@ -62,3 +62,18 @@ def test_grouped_query_heads_read_their_own_key_value_head():
             mask = mask.tril(5)
         torch.testing.assert_close(out, reference_attention(q, keys, values, mask))
         assert torch.equal(keys, torch.cat([past[0], k])) and torch.equal(values, torch.cat([past[1], v]))
+
+
+def test_cached_attention_runs_on_the_fused_cpu_kernel():
+    # CPU SDPA serves 3-D inputs and `enable_gqa` only on its unfused math path, about twice as slow at the
+    # embedded trunk's sizes; `block_attention` must keep reaching the fused kernel (torch 2.13's op name).
+    generator = torch.Generator().manual_seed(0)
+    past = torch.randn(5, 2, 8, generator=generator), torch.randn(5, 2, 8, generator=generator)
+    for n_q, causal in [(1, True), (3, True), (3, False)]:
+        q = torch.randn(n_q, 4, 8, generator=generator)
+        k, v = torch.randn(n_q, 2, 8, generator=generator), torch.randn(n_q, 2, 8, generator=generator)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            block_attention(q, k, v, *past, causal=causal)
+        ops = {event.key for event in profile.key_averages()}
+        assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops, (n_q, causal)
+        assert "aten::_scaled_dot_product_attention_math" not in ops, (n_q, causal)

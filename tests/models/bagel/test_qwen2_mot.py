@@ -3,7 +3,7 @@
 import torch
 from bagel_testkit import INSPECTED
 
-from pdgen.models.bagel.qwen2_mot import ExpertRoute, RMSNorm, apply_rope
+from pdgen.models.bagel.qwen2_mot import ExpertRoute, RMSNorm, RotaryEmbedding, apply_rope
 
 
 def self_only(layer, q, k, v):
@@ -118,3 +118,33 @@ def test_rope_is_relative_query_key_products_depend_on_distance_only(tiny_trunk)
         return (apply_rope(q, cq, sq) * apply_rope(k, ck, sk)).sum()
 
     torch.testing.assert_close(score(7, 3), score(104, 100))
+
+
+def rotate_half_rope(x, positions, rotary):
+    """Hugging Face Qwen2's RoPE: ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = (-x2, x1)``."""
+    angles = positions.float()[:, None] * rotary.inv_freq[None, :]  # (T, D/2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None, :]  # (T, 1, D)
+    first, second = x.chunk(2, dim=-1)
+    return x * angles.cos() + torch.cat([-second, first], dim=-1) * angles.sin()
+
+
+def test_rope_equals_the_rotate_half_formula_forward_and_backward():
+    rotary = RotaryEmbedding(head_dim=32, theta=10000.0)
+    positions = torch.tensor([0, 1, 7, 7, 4095])  # text ids and an image's shared id
+    x = torch.randn(5, 3, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    grad_out = torch.randn(5, 3, 32, generator=torch.Generator().manual_seed(1))
+
+    ours = apply_rope(x, *rotary(positions, torch.float32))
+    (ours_grad,) = torch.autograd.grad(ours, x, grad_out)
+    reference = rotate_half_rope(x, positions, rotary)
+    (reference_grad,) = torch.autograd.grad(reference, x, grad_out)
+
+    assert torch.equal(ours, reference)
+    assert torch.equal(ours_grad, reference_grad)
+
+
+def test_the_signed_sin_is_negative_on_the_first_half():
+    cos, signed_sin = RotaryEmbedding(head_dim=8, theta=10000.0)(torch.tensor([3]), torch.float32)
+    assert cos.shape == signed_sin.shape == (1, 1, 8)
+    torch.testing.assert_close(signed_sin[..., :4], -signed_sin[..., 4:])
+    assert (signed_sin[..., :4] < 0).all(), "sin(3 * theta^(-2i/D)) > 0 for these frequencies"
