@@ -11,6 +11,7 @@ from PIL import Image
 from pdgen.data.packing import ImageSplit, PackingConfig, TrajectoryPacker
 from pdgen.inference import GenerationConfig, Script, generate
 from pdgen.inference import context as context_module
+from pdgen.inference import loop as loop_module
 from pdgen.models.bagel import sample_timesteps
 from pdgen.trajectory import IM_END, IM_START, VISION_START, Inspect, Plan, Refine, Sketch, stop_index
 
@@ -163,6 +164,47 @@ def test_the_context_is_what_training_packs_without_the_noised_copies(
     assert torch.equal(torch.cat([b.gen_mask for b, _ in written]), gen_mask)
     assert torch.equal(torch.cat([p for _, p in written]), pack.packed_position_ids[kept])
     torch.testing.assert_close(ours[~gen_mask], sequence[~gen_mask])
+
+
+def test_each_image_is_sampled_with_the_velocity_training_supervises(
+    trunk, tokenizer, fast, packing, monkeypatch
+):
+    """The sampler integrates what training fits: at each image's first Euler step (t = 1, x_t = its noise)
+    the loop's velocity equals the training forward's at that image's noised copy, in the pack of the finished
+    trajectory, given the same noise and the clean latents the loop encoded (the autoencoder samples its
+    posterior). The context test above checks the clean tokens; this one the noised query."""
+    first_steps, encoded = [], []  # (noise, loop velocity) of each image drawn; each latent written back
+    euler_sample, encode_images = loop_module.euler_sample, trunk.encode_images
+
+    def spy_sampler(velocity, noise, num_timesteps, shift):
+        first_steps.append((noise, velocity(noise, 1.0)))
+        return euler_sample(velocity, noise, num_timesteps, shift)
+
+    def spy_encoder(images, generator=None):
+        latents = encode_images(images, generator)
+        encoded.extend(latents)
+        return latents
+
+    monkeypatch.setattr(loop_module, "euler_sample", spy_sampler)
+    monkeypatch.setattr(trunk, "encode_images", spy_encoder)
+    two_plans = Script(decisions=[VISION_START, IM_START, VISION_START, IM_END], texts=[PLAN_1, PLAN_2])
+    # The conditional velocity alone; no ViT copies (nothing is inspected), as multi-turn training packs it.
+    config = dataclasses.replace(fast, cfg_text_scale=1.0, inspect=False)
+    result = generate(trunk, tokenizer, PROMPT, config, 0, packing, controller=two_plans)
+    assert result.error is None and len(first_steps) == len(encoded) == 2
+
+    packer = TrajectoryPacker(tokenizer, packing)
+    pack = packer.collate([packer.sample(result.trajectory)])
+    assert len(pack.vae_images) == 4  # per image: its noised copy, then its clean copy
+    noised = torch.isin(pack.packed_vae_token_indexes, pack.mse_loss_indexes)  # (N_vae,)
+    pack.packed_timesteps = noised.float()  # t = 1 on the noised copies, 0 on the clean ones
+    noise = torch.zeros(noised.numel(), trunk.config.patch_latent_dim)
+    noise[noised] = torch.cat([x for x, _ in first_steps])
+    latents = [latent for latent in encoded for _ in range(2)]
+    with torch.no_grad():
+        out = trunk(pack, latents=latents, noise=noise)
+        trained = trunk.velocity(out.hidden_states, pack.mse_loss_indexes)
+    torch.testing.assert_close(trained, torch.cat([v for _, v in first_steps]), rtol=1e-4, atol=1e-5)
 
 
 def _splits(pack):
