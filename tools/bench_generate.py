@@ -19,8 +19,9 @@ because the machine is shared and its speed drifts; the ratio is taken per pair 
 beside the ratio of the best times per prompt and the ratio of the generating thread's CPU time.
 ``--breakdown`` then splits the wall time of both modes by kind of trunk pass (image queries, text tokens,
 blocks written, everything outside the trunk), which says where the process's extra time goes.
-``--passes L`` times single trunk passes instead: a one-token pass and a 66-token image query over L cached
-tokens (to compare two versions of the trunk, run it with each on ``PYTHONPATH``, alternated).
+``--passes L`` times single trunk passes instead: a one-token pass and an image query (66 tokens on the
+embedded trunk) over L cached tokens (to compare two versions of the trunk, run it with each on
+``PYTHONPATH``, alternated).
 
     nice -n 10 python tools/bench_generate.py --prompts 3 --repeats 3 --breakdown
     nice -n 10 python tools/bench_generate.py --passes 200
@@ -281,9 +282,11 @@ def breakdown(bench: Bench, cases: list[Case], repeats: int) -> dict[str, dict[s
     return table
 
 
-def pass_times(trunk: BagelTrunk, cached: int, rounds: int) -> dict[str, dict[str, float]]:
-    """Thread CPU milliseconds of a one-token text pass (written, as a decoded token is) and of a 66-token
-    image query (markers + 64 latent tokens, not written, as each sampling step's) over `cached` tokens of
+def pass_times(
+    trunk: BagelTrunk, latent_tokens: int, cached: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Thread CPU milliseconds of a one-token text pass (written, as a decoded token is) and of an image query
+    (two markers around `latent_tokens`, not written, as each sampling step's) over `cached` tokens of
     context: median and best of `rounds` rounds, the two kinds interleaved."""
     hidden = trunk.config.llm.hidden_size
     generator = torch.Generator().manual_seed(0)
@@ -291,9 +294,9 @@ def pass_times(trunk: BagelTrunk, cached: int, rounds: int) -> dict[str, dict[st
     context = CachedSequence(trunk)
     context.run(Block(prefix, torch.zeros(cached, dtype=torch.bool), "text"), write=True)
     token = Block(torch.randn(1, hidden, generator=generator), torch.zeros(1, dtype=torch.bool), "text")
-    gen_mask = torch.ones(66, dtype=torch.bool)
+    gen_mask = torch.ones(latent_tokens + 2, dtype=torch.bool)
     gen_mask[[0, -1]] = False  # the two markers
-    image = Block(torch.randn(66, hidden, generator=generator), gen_mask, "image")
+    image = Block(torch.randn(latent_tokens + 2, hidden, generator=generator), gen_mask, "image")
 
     def one_token() -> None:
         cache, rope = context.snapshot()  # each token onto the same context: rewind after the write
@@ -419,16 +422,17 @@ def main(argv: list[str] | None = None, loops: dict[str, Generate] | None = None
 
     cases = world_cases(args.prompts, args.images, args.inspect)
     trunk, head, tokenizer, packing = build_model(args.preset, cases)
+    side = packing.vae_max_size  # the largest image the trunk's position table holds (32 px for embedded)
     if args.passes is not None:
+        latent_tokens = (side // packing.latent_downsample) ** 2  # 64 for the embedded trunk
         with torch.inference_mode():  # as `generate` runs them
-            report = {"args": vars(args), "passes": pass_times(trunk, args.passes, rounds=15)}
+            report = {"args": vars(args), "passes": pass_times(trunk, latent_tokens, args.passes, rounds=15)}
         for name, t in report["passes"].items():
             print(f"{name} over {args.passes} cached tokens: ", end="")
             print(f"median {t['median_ms']:.3f} ms, best {t['best_ms']:.3f} ms")
         if args.json:
             write_atomic(args.json, json.dumps(report, indent=2) + "\n")
         return report
-    side = packing.vae_max_size  # the largest image the trunk's position table holds (32 px for embedded)
     overrides = {} if args.timesteps is None else {"num_timesteps": args.timesteps}
     config = GenerationConfig.from_name(
         args.generation,
