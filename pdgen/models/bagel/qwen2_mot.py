@@ -60,6 +60,11 @@ class ExpertRoute:
             gen=torch.nonzero(gen_mask).flatten(),
         )
 
+    @property
+    def understanding_only(self) -> bool:
+        """Every token takes the understanding expert (a text block at inference)."""
+        return self.gen.numel() == 0
+
     def apply(self, x: torch.Tensor, und: Callable, gen: Callable) -> torch.Tensor:
         """Runs `und` on the understanding rows of `x` (T, ...) and `gen` on the generation rows."""
         # One expert for the whole sequence (text-only prompts, pure denoising blocks): no gather/scatter,
@@ -72,6 +77,17 @@ class ExpertRoute:
         y_gen = gen(x[self.gen])  # (N_gen, ...)
         out = y_und.new_empty((self.num_tokens, *y_und.shape[1:]))
         return out.index_copy(0, self.und, y_und).index_copy(0, self.gen, y_gen)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`x` over its root mean square (last dimension, in float32, as Qwen2 computes it), times `weight`."""
+    if x.dtype == torch.float32:
+        # The same arithmetic without the two no-op casts: a one-token decode pass runs 17 norms,
+        # and each dispatched op costs about as much as the norm's arithmetic at that size.
+        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -90,13 +106,7 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
-            # The same arithmetic without the two no-op casts: a one-token decode pass runs 17 norms,
-            # and each dispatched op costs about as much as the norm's arithmetic at that size.
-            return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class RotaryEmbedding(nn.Module):
@@ -209,6 +219,29 @@ class MoTAttention(nn.Module):
         out = attend(self.layer_index, q, k, v).reshape(t, self.num_heads * self.head_dim)  # (T, H*D)
         return route.apply(out, self.o_proj, self.o_proj_moe_gen)  # (T, C)
 
+    def forward_understanding(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attend: AttendFn
+    ) -> torch.Tensor:
+        """`forward` for a block whose every token takes the understanding expert: the same numbers.
+
+        A text token decoded at inference is dispatch-bound on a small trunk (a few hundred tiny ops, each
+        costing more than its arithmetic), so this path skips the routing and norms and rotates q and k
+        together as one (T, H+Hkv, D) tensor: the same per-row arithmetic in fewer ops. The projections
+        stay module calls, so that LoRA adapters and quantized layers apply. The keys and queries handed
+        to `attend` are views.
+        """
+        t, h, d = x.shape[0], self.num_heads, self.head_dim
+        q = self.q_proj(x).view(t, h, d)  # (T, H, D)
+        k = self.k_proj(x).view(t, self.num_kv_heads, d)  # (T, Hkv, D)
+        v = self.v_proj(x).view(t, self.num_kv_heads, d)  # (T, Hkv, D)
+        qk = torch.cat([q, k], dim=1)  # (T, H+Hkv, D)
+        if isinstance(self.q_norm, RMSNorm):
+            weight = torch.cat([self.q_norm.weight.expand(h, d), self.k_norm.weight.expand(k.shape[1], d)])
+            qk = rms_norm(qk, weight, self.q_norm.eps)  # (H+Hkv, D) weight: each row its head's norm
+        qk = apply_rope(qk, *rope)
+        out = attend(self.layer_index, qk[:, :h], qk[:, h:], v).reshape(t, h * d)  # (T, H*D)
+        return self.o_proj(out)  # (T, C)
+
 
 class MoTDecoderLayer(nn.Module):
     def __init__(self, config: LLMConfig, layer_index: int) -> None:
@@ -235,10 +268,23 @@ class MoTDecoderLayer(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         attend: AttendFn,
     ) -> torch.Tensor:
+        if route.understanding_only:
+            return self._forward_understanding(x, rope, attend)
         h = route.apply(x, self.input_layernorm, self.input_layernorm_moe_gen)
         x = x + self.self_attn(h, route, rope, attend)
         h = route.apply(x, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
         return x + route.apply(h, self.mlp, self.mlp_moe_gen)  # (T, C)
+
+    def _forward_understanding(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attend: AttendFn
+    ) -> torch.Tensor:
+        """`forward` of a block with no VAE token, in fewer ops (`MoTAttention.forward_understanding`).
+
+        Called from `forward`, so the layer's own hooks (FSDP's unsharding) still run around it.
+        """
+        norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
+        x = x + self.self_attn.forward_understanding(rms_norm(x, norm1.weight, norm1.eps), rope, attend)
+        return x + self.mlp(rms_norm(x, norm2.weight, norm2.eps))  # (T, C)
 
 
 class Qwen2MoTModel(nn.Module):

@@ -1,9 +1,11 @@
 """Routing of the Mixture-of-Transformers: text/ViT tokens never touch `*_moe_gen`, VAE tokens use only it."""
 
+import pytest
 import torch
 from bagel_testkit import INSPECTED
 
-from pdgen.models.bagel.qwen2_mot import ExpertRoute, RMSNorm, RotaryEmbedding, apply_rope
+from pdgen.models.bagel.config import LLMConfig
+from pdgen.models.bagel.qwen2_mot import ExpertRoute, MoTDecoderLayer, RMSNorm, RotaryEmbedding, apply_rope
 
 
 def self_only(layer, q, k, v):
@@ -81,6 +83,70 @@ def test_every_expert_module_sees_exactly_its_tokens(tiny_trunk, pack_of):
     assert n_vae == 2 * (2 * 3) + 2 * (2 * 2), "noised and clean copies of a 2x3 and a 2x2 latent grid"
     for name, count in rows.items():
         assert count == (n_vae if name.endswith("_moe_gen") else n_und), name
+
+
+def causal(layer, q, k, v):
+    """An `attend`: causal attention over the block itself."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True
+    )
+    return out.transpose(0, 1)
+
+
+def one_layer(qk_norm: bool) -> LLMConfig:
+    """A one-layer language model with grouped heads (4 query heads, 2 key-value heads)."""
+    return LLMConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=96,
+        num_layers=1,
+        num_heads=4,
+        num_kv_heads=2,
+        qk_norm=qk_norm,
+    )
+
+
+@pytest.mark.parametrize("qk_norm", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_text_only_block_takes_the_short_path_to_the_numbers_of_the_routed_one(qk_norm, dtype):
+    """With no VAE token the layer skips routing and norms and rotates q and k together; the result is the
+    layer's routed arithmetic, number for number."""
+    config = one_layer(qk_norm)
+    torch.manual_seed(0)
+    layer = MoTDecoderLayer(config, 0).to(dtype)
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.normal_(std=0.3)  # norms and biases too: a fresh init's ones and zeros hide mix-ups
+    x = torch.randn(7, 64, dtype=dtype)
+    rope = RotaryEmbedding(config.head_dim, config.rope_theta)(torch.arange(3, 10), dtype)
+    route = ExpertRoute.from_gen_mask(torch.zeros(7, dtype=torch.bool))
+    assert route.understanding_only
+
+    attn = layer.self_attn
+    h = layer.input_layernorm(x)
+    q = attn.q_norm(attn.q_proj(h).view(7, 4, -1))
+    k = attn.k_norm(attn.k_proj(h).view(7, 2, -1))
+    v = attn.v_proj(h).view(7, 2, -1)
+    out = causal(0, apply_rope(q, *rope), apply_rope(k, *rope), v)
+    routed = x + attn.o_proj(out.reshape(7, -1))
+    routed = routed + layer.mlp(layer.post_attention_layernorm(routed))
+
+    torch.testing.assert_close(layer(x, route, rope, causal), routed, rtol=0, atol=0)
+
+
+def test_the_short_path_calls_the_projection_modules_so_adapters_apply():
+    """LoRA and quantized layers replace the projections' modules: the short path must call them."""
+    config = one_layer(qk_norm=True)
+    layer = MoTDecoderLayer(config, 0)
+    called = []
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        getattr(layer.self_attn, name).register_forward_hook(lambda m, a, o, name=name: called.append(name))
+    layer.mlp.register_forward_hook(lambda m, a, o: called.append("mlp"))
+    rope = RotaryEmbedding(config.head_dim, config.rope_theta)(torch.arange(5), torch.float32)
+    layer(torch.randn(5, 64), ExpertRoute.from_gen_mask(torch.zeros(5, dtype=torch.bool)), rope, causal)
+    assert called == ["q_proj", "k_proj", "v_proj", "o_proj", "mlp"]
 
 
 def test_route_apply_puts_rows_back_in_sequence_order():
