@@ -1,16 +1,17 @@
 """What the process costs: process-driven generation against single-pass generation on the tiny model.
 
 Issue 6's goal: on the tiny model, the wall time of a process-driven generation should be at most 1.15x
-(images drawn x the wall time of one single-pass generation), i.e. the reasoning around the images (text
-written token by token, every image written back into the context, the decisions) costs at most 15 % on
+(images drawn x the wall time of one single-pass generation), i.e. the reasoning around the images (the text
+the model writes, every image written back into the context, the decisions) costs at most 15 % on
 top of sampling the images themselves.
 
 The model is the `embedded` trunk of `configs/full.yaml` with random weights (timing does not depend on
 what the weights draw). A random model would never close a text or stop, so each generation is steered
 through the paper's loop on a shapes-world trajectory (what the embedded trunk trains on): a `Script`
 forces the decisions (draw after each plan, continue after each image but the last, stop after it), and the
-plans are *dictated*: the model still writes them token by token, one forward pass per token, but its LM
-head is told which token wins (`DictatedHead`), so every run writes the same realistic text. With
+plans are *dictated*: the model still writes them itself, by the loop's own decoding (one token a pass, or
+with the preset's prompt-lookup drafts, several), but its LM head is told which token wins (`DictatedHead`),
+so every run writes the same realistic text. ``--draft-tokens 0 8`` times both decodings in one run. With
 ``--inspect`` every image but the last also gets its ViT copy and a one-sentence critique, the paper's
 Inspect step.
 
@@ -50,6 +51,7 @@ from pdgen.data.build import TOKENIZER_VOCAB, MultiTurnSpec, multiturn_trajector
 from pdgen.data.packing import PackingConfig
 from pdgen.data.tokenizer import encode_text, train_tokenizer
 from pdgen.inference import Generation, GenerationConfig, LoopState, Script, generate
+from pdgen.inference import loop as loop_module
 from pdgen.inference.context import Block, CachedSequence
 from pdgen.lit.module import packing_for_trunk
 from pdgen.models.bagel import BagelConfig, BagelTrunk
@@ -62,28 +64,53 @@ Generate = Callable[..., Generation]
 """`pdgen.inference.generate` or a drop-in (to time another version of the loop in the same run)."""
 
 
-class DictatedHead(nn.Module):
-    """An LM head that computes its logits as usual, then makes the next dictated token win.
+class RecordingEmbedding(nn.Embedding):
+    """The trunk's token embedding, remembering the ids it embedded last (the block a pass feeds)."""
 
-    While its queue holds tokens each call pops one and raises it above every other logit, so greedy
-    decoding writes exactly the queue; the decisions that follow a text find the queue empty and see the
-    head's own logits (the `Script` overrides them anyway).
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_ids: list[int] = []
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        self.last_ids = token_ids.tolist()
+        return super().forward(token_ids)
+
+
+class DictatedHead(nn.Module):
+    """An LM head that computes its logits as usual, then makes the dictated tokens win.
+
+    A text pass feeds the last token written and the tokens drafted after it
+    (``GenerationConfig.draft_tokens``), and asks for logits at every row. Row i is made to predict the
+    dictation's i-th next token as long as the drafted tokens before it are the dictated ones, so greedy
+    decoding keeps exactly those drafts and writes exactly the queue; the head pops what the loop writes
+    (the matching drafts and one more). It reads the drafts from the block `embedding` embedded last. The
+    decisions that follow a text find the queue empty and see the head's own logits (the `Script`
+    overrides them anyway).
 
     Args:
         head: the trunk's LM head (its cost is kept: the logits are computed every call).
+        embedding: the trunk's token embedding, recording.
     """
 
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, head: nn.Module, embedding: RecordingEmbedding) -> None:
         super().__init__()
-        self.head = head
+        self.head, self.embedding = head, embedding
         self.queue: list[int] = []
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.head(hidden)  # (V,)
-        if self.queue:
-            logits = logits.clone()
-            logits[self.queue.pop(0)] = logits.max() + 1.0
-        return logits
+        logits = self.head(hidden)  # (R, V) or (V,)
+        if not self.queue:
+            return logits
+        rows = logits.clone().view(-1, logits.shape[-1])  # (R, V)
+        drafted = self.embedding.last_ids[1 : rows.shape[0]]  # after the last token written
+        agreed = 0
+        while agreed < min(len(drafted), len(self.queue)) and drafted[agreed] == self.queue[agreed]:
+            agreed += 1
+        written = min(agreed + 1, len(self.queue))  # a kept drafted <|im_end|> ends the text: no pick
+        for row in range(written):
+            rows[row, self.queue[row]] = rows[row].max() + 1.0
+        del self.queue[:written]
+        return rows.view_as(logits)
 
 
 class Dictation(Script):
@@ -141,7 +168,10 @@ def build_model(preset: str, cases: list[Case]) -> tuple[BagelTrunk, DictatedHea
     trunk = BagelTrunk(BagelConfig.from_name(preset)).eval()
     with torch.no_grad():  # a zero velocity head (the init) would draw one flat image
         trunk.llm2vae.weight.normal_(std=0.05)
-    head = DictatedHead(trunk.language_model.lm_head)
+    model = trunk.language_model.model
+    embedding = RecordingEmbedding(*model.embed_tokens.weight.shape, _weight=model.embed_tokens.weight.data)
+    model.embed_tokens = embedding
+    head = DictatedHead(trunk.language_model.lm_head, embedding)
     trunk.language_model.lm_head = head
     return trunk, head, tokenizer, packing_for_trunk(PackingConfig.from_name("tiny"), trunk.config)
 
@@ -245,21 +275,32 @@ PASS_KINDS = ("image queries", "text tokens", "blocks written", "outside the tru
 
 @contextlib.contextmanager
 def pass_timer(seconds: dict[str, float]) -> Iterator[None]:
-    """Adds the wall time of every trunk pass of the loop's contexts to `seconds`, by kind of pass."""
-    run_pass = CachedSequence.run
+    """Adds the wall time of every trunk pass of the loop's contexts to `seconds`, by kind of pass: a
+    query (never written), a pass of the model writing its text (a token and its drafts), or another
+    block written (the prompt, forced text, image copies, what the unconditional contexts are fed)."""
+    run_pass, model_text = CachedSequence.run, loop_module._Loop._model_text
+    writing_text = False
 
     def timed(sequence: CachedSequence, block: Block, write: bool) -> torch.Tensor:
         started = time.perf_counter()
         hidden = run_pass(sequence, block, write)
-        kind = "image queries" if not write else "text tokens" if len(block.embeds) == 1 else "blocks written"
+        kind = "image queries" if not write else "text tokens" if writing_text else "blocks written"
         seconds[kind] += time.perf_counter() - started
         return hidden
 
-    CachedSequence.run = timed
+    def flagged(loop: Any) -> Any:
+        nonlocal writing_text
+        writing_text = True
+        try:
+            return model_text(loop)
+        finally:
+            writing_text = False
+
+    CachedSequence.run, loop_module._Loop._model_text = timed, flagged
     try:
         yield
     finally:
-        CachedSequence.run = run_pass
+        CachedSequence.run, loop_module._Loop._model_text = run_pass, model_text
 
 
 def breakdown(bench: Bench, cases: list[Case], repeats: int) -> dict[str, dict[str, float]]:
@@ -410,6 +451,13 @@ def main(argv: list[str] | None = None, loops: dict[str, Generate] | None = None
     parser.add_argument("--inspect", action="store_true", help="ViT copy + a critique after each image")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
+        "--draft-tokens",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="override the preset's draft_tokens (prompt lookup); several values: a row each, interleaved",
+    )
+    parser.add_argument(
         "--breakdown", action="store_true", help="then time each kind of trunk pass (first loop only)"
     )
     parser.add_argument(
@@ -442,13 +490,20 @@ def main(argv: list[str] | None = None, loops: dict[str, Generate] | None = None
         **overrides,
     )
     loops = loops or {"pdgen": generate}
-    benches = {name: Bench(trunk, head, tokenizer, packing, config, fn) for name, fn in loops.items()}
+    benches = {}
+    for name, fn in loops.items():
+        for k in args.draft_tokens or [config.draft_tokens]:
+            label = name if args.draft_tokens is None else f"{name}, draft_tokens={k}"
+            benches[label] = Bench(
+                trunk, head, tokenizer, packing, dataclasses.replace(config, draft_tokens=k), fn
+            )
     pairs = run(benches, cases, args.repeats)
     results = {name: summary(p) for name, p in pairs.items()}
 
     print(
         f"{args.preset} trunk (random), {config.image_size[0]} px, {config.num_timesteps} timesteps, "
-        f"cfg_text_scale {config.cfg_text_scale}, {args.images} images a prompt"
+        f"cfg_text_scale {config.cfg_text_scale}, draft_tokens {args.draft_tokens or config.draft_tokens}, "
+        f"{args.images} images a prompt"
         f"{' with inspections' if args.inspect else ''}, {args.prompts} prompts x {args.repeats} repeats, "
         f"{args.threads} thread(s)"
     )

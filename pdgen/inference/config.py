@@ -2,11 +2,12 @@
 
 Defaults are BAGEL's text-to-image settings (notebook / app preset, reference notes §5.2): 50 timesteps,
 shift 3.0, text CFG 4.0, image CFG 1.0 (off), CFG on t in (0.4, 1.0], `global` renorm, greedy text at
-temperature 0.3. Two presets, named like the trunk presets::
+temperature 0.3, one text token a pass. Two presets, named like the trunk presets::
 
     config = GenerationConfig.from_name("tiny", mode="single_pass")
 
-`bagel-7b-mot` draws 1024 x 1024 images; `tiny` draws 64 x 64 with fewer steps, for the CPU trunk.
+`bagel-7b-mot` draws 1024 x 1024 images; `tiny` draws 64 x 64 with fewer steps and drafts its text by
+prompt lookup, for the CPU trunk.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class GenerationConfig:
         cfg_renorm_min: lower clamp of the renorm factor (0.0 = may shrink all the way).
         do_sample: sample text and control tokens (multinomial at ``temperature``) instead of greedy.
         temperature: softmax temperature when ``do_sample``.
+        draft_tokens: prompt-lookup speculative decoding (`pdgen.inference.drafting`): each text pass also
+            verifies up to this many tokens drafted from the sequence itself, and keeps those the model
+            agrees with. Greedy text is unchanged (up to floating-point ties), sampled text keeps the
+            model's distribution (with other draws than one token a pass); 0 decodes one token a pass.
         max_images: the loop stops after drawing this many images (reason ``max_images``); the last one
             is the answer.
         max_text_tokens: text tokens the model may write over the whole generation; reaching it ends the
@@ -63,6 +68,7 @@ class GenerationConfig:
     cfg_renorm_min: float = 0.0
     do_sample: bool = False
     temperature: float = 0.3
+    draft_tokens: int = 0
     max_images: int = 6
     max_text_tokens: int = 1024
     image_size: tuple[int, int] = (1024, 1024)
@@ -91,6 +97,7 @@ class GenerationConfig:
             ),
             (0.0 <= self.cfg_renorm_min <= 1.0, f"cfg_renorm_min={self.cfg_renorm_min} must be in [0, 1]"),
             (self.temperature > 0, f"temperature={self.temperature} must be positive"),
+            (self.draft_tokens >= 0, f"draft_tokens={self.draft_tokens} must be >= 0 (0 = off)"),
             (self.max_images >= 1, f"max_images={self.max_images} must be at least 1"),
             (self.max_text_tokens >= 1, f"max_text_tokens={self.max_text_tokens} must be at least 1"),
             (
@@ -117,5 +124,9 @@ GENERATION_PRESETS: dict[str, GenerationConfig] = {
     "bagel-7b-mot": GenerationConfig(),
     # The tiny trunk draws at the shapes world's 64 px (a 4 x 4 latent grid); 30 steps were enough for a
     # tiny flow model on this CPU (reference/environment.md), a few images and short texts keep it fast.
-    "tiny": GenerationConfig(num_timesteps=30, max_images=4, max_text_tokens=256, image_size=(64, 64)),
+    # Its text passes are dispatch-bound, so drafting plans by prompt lookup halves their count for little
+    # more per pass (docs/benchmarks.md).
+    "tiny": GenerationConfig(
+        num_timesteps=30, max_images=4, max_text_tokens=256, image_size=(64, 64), draft_tokens=8
+    ),
 }

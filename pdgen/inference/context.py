@@ -94,6 +94,12 @@ class CachedSequence:
             self.rope += block.rope_span()
         return hidden
 
+    def take_back(self, tokens: int) -> None:
+        """Takes back the last `tokens` tokens of the last block written, which must be text (one RoPE id a
+        token): drafted tokens the model did not keep."""
+        self.cache.truncate(len(self.cache) - tokens)
+        self.rope -= tokens
+
     def snapshot(self) -> tuple[KVCache, int]:
         """The sequence as it is now, for `rewind`: a fork of the cache (writes append new tensors and
         share the old ones, so this copies one list per layer, no key or value) and the next RoPE id."""
@@ -135,6 +141,16 @@ class RecomputedSequence:
             self.blocks.append((block, positions))
             self.rope += block.rope_span()
         return hidden[-block.embeds.shape[0] :]
+
+    def take_back(self, tokens: int) -> None:
+        """As `CachedSequence.take_back`: the last block loses its last `tokens` tokens."""
+        block, positions = self.blocks[-1]
+        if block.kind != "text" or tokens > block.embeds.shape[0]:
+            size = positions.numel()
+            raise ValueError(f"cannot take {tokens} tokens back from a {block.kind} block of {size}")
+        keep = block.embeds.shape[0] - tokens
+        self.blocks[-1] = (Block(block.embeds[:keep], block.gen_mask[:keep], "text"), positions[:keep])
+        self.rope -= tokens
 
     def snapshot(self) -> tuple[int, int]:
         """As `CachedSequence.snapshot`: blocks are only ever appended, so their count marks the place."""
@@ -201,6 +217,12 @@ class Contexts:
         """Takes back what was written into the conditional context since `snapshot`; the passes it cost
         stay counted (they ran)."""
         self.cond.rewind(snapshot)
+
+    def take_back(self, tokens: int) -> None:
+        """Takes the last `tokens` text tokens back out of the conditional context (drafted tokens the model
+        did not keep; nothing was shared yet)."""
+        if tokens:
+            self.cond.take_back(tokens)
 
     def share(self, block: Block, part: Part) -> None:
         """Queues `block` (already in the conditional context) for the unconditional contexts that keep

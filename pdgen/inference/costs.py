@@ -27,6 +27,9 @@ class Costs:
         cfg_passes: the part of ``forward_passes`` spent on the unconditional contexts of guidance.
         text_tokens: tokens the model wrote in text segments (``<|im_end|>`` included; text forced by a
             controller is not counted).
+        drafted_tokens: tokens drafted by prompt lookup and fed for verification
+            (``GenerationConfig.draft_tokens``; `pdgen.inference.drafting`).
+        drafted_tokens_kept: the part of ``drafted_tokens`` the model agreed with (each saved a pass).
         wall_time_s: seconds from the call to the return of ``generate``.
     """
 
@@ -35,6 +38,8 @@ class Costs:
     forward_passes: int = 0
     cfg_passes: int = 0
     text_tokens: int = 0
+    drafted_tokens: int = 0
+    drafted_tokens_kept: int = 0
     wall_time_s: float = 0.0
 
     def to_dict(self) -> dict[str, float]:

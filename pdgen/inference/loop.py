@@ -53,6 +53,7 @@ from pdgen.inference.config import GenerationConfig
 from pdgen.inference.context import Block, Contexts
 from pdgen.inference.control import Controller, LoopState, ModelDecides, Reviewer
 from pdgen.inference.costs import Costs
+from pdgen.inference.drafting import accept_draft, lookup_draft, pick
 from pdgen.inference.sampler import euler_sample, guidance_on, guide
 from pdgen.models.bagel import BagelTrunk
 from pdgen.models.bagel.trunk import patchify_latent, unpatchify_latent
@@ -71,6 +72,10 @@ from pdgen.trajectory import (
 
 VISION_BLOCK = VISION_START + IMAGE_PAD + VISION_END
 """An image in the tagged text."""
+
+LOOKUP_NGRAM = 3
+"""Longest n-gram a draft is looked up by: plans repeat phrases of three tokens and more, and a longer match
+is tried first, so a longer limit only costs lookup time."""
 
 StopReason = Literal["stop_token", "max_images", "max_text_tokens", "single_pass"]
 
@@ -197,6 +202,9 @@ class _Loop:
         # Built once per generation, not per token or per Euler step: the loop's own work between forward
         # passes is part of what the process costs over single-pass generation (tools/bench_generate.py).
         self.text_forbidden = ~self._text_token_mask(weight.shape[0])  # (V,)
+        self.draft_stops = frozenset(  # a draft stops before any control token but the closing one
+            self.tokenizer.convert_tokens_to_ids([t for t in CONTROL_TOKENS if t != IM_END])
+        )
         self.markers = trunk.embed_text(
             torch.tensor([self.ids.vision_start, self.ids.vision_end], device=self.device)
         )  # (2, C): <|vision_start|>, <|vision_end|>
@@ -268,7 +276,7 @@ class _Loop:
         """The control token after a segment: the model's pick among `options`, then the controller's say."""
         option_ids = self.tokenizer.convert_tokens_to_ids(list(options))
         logits = self.trunk.language_model.lm_head(hidden)[option_ids].float()  # (len(options),)
-        proposed = options[self._pick(logits)]
+        proposed = options[pick(logits, self.config.do_sample, self.config.temperature, self.generator)]
         choice = self.controller.decide(self._state(after), options, proposed)
         if choice not in options:
             raise ValueError(
@@ -315,31 +323,49 @@ class _Loop:
         return last
 
     def _model_text(self) -> tuple[list[int], torch.Tensor] | None:
-        """The model writes a segment token by token into the conditional context only (not shared yet).
+        """The model writes a segment into the conditional context only (not shared yet).
+
+        Each pass feeds the last picked token, followed by up to ``config.draft_tokens`` tokens drafted
+        from the sequence itself (`pdgen.inference.drafting`); the drafted tokens the model does not keep
+        are taken back out of the context. With no draft this is decoding one token a pass.
 
         Returns its ids, ``<|im_start|>`` to ``<|im_end|>``, and the hidden state (C,) of the last; or
         None when the text budget ran out first (what was written is then kept as the run's end).
         """
+        c, im_end = self.config, self.ids.im_end
         ids = [self.ids.im_start]
-        hidden = self.contexts.write_cond(self._text_block(ids))
-        while ids[-1] != self.ids.im_end:
-            if self.costs.text_tokens == self.config.max_text_tokens:
+        while True:
+            draft = self._draft(ids) if ids[-1] != im_end else []
+            hidden = self.contexts.write_cond(self._text_block([ids[-1], *draft]))  # (1+K, C)
+            if ids[-1] == im_end:
+                return ids, hidden[-1]
+            logits = self.trunk.language_model.lm_head(hidden).float()  # (1+K, V)
+            logits = logits.masked_fill(self.text_forbidden, -torch.inf)
+            emitted = accept_draft(logits, draft, c.do_sample, c.temperature, self.generator)
+            kept = len(emitted) - 1  # drafted tokens the model kept: the last one is its own pick
+            if im_end in emitted[:kept]:  # a kept draft closed the text: nothing follows it
+                kept = emitted.index(im_end) + 1
+                emitted = emitted[:kept]
+            self.contexts.take_back(len(draft) - kept)
+            room = c.max_text_tokens - self.costs.text_tokens
+            self.costs.drafted_tokens += len(draft)
+            self.costs.drafted_tokens_kept += min(kept, room)
+            ids += emitted[:room]
+            self.costs.text_tokens += min(len(emitted), room)
+            if ids[-1] == im_end and kept == len(emitted):  # already in the context
+                return ids, hidden[kept]
+            if ids[-1] != im_end and self.costs.text_tokens == c.max_text_tokens:
                 self.body.append(self._decode(ids[1:]))
                 self.token_ids += ids
                 return None
-            logits = self.trunk.language_model.lm_head(hidden[-1]).float()  # (V,)
-            token = self._pick(logits.masked_fill(self.text_forbidden, -torch.inf))
-            self.costs.text_tokens += 1
-            ids.append(token)
-            hidden = self.contexts.write_cond(self._text_block([token]))
-        return ids, hidden[-1]
 
-    def _pick(self, logits: torch.Tensor) -> int:
-        """Greedy or temperature sampling over (K,) logits (-inf marks a forbidden entry)."""
-        if not self.config.do_sample:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / self.config.temperature, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+    def _draft(self, ids: list[int]) -> list[int]:
+        """Tokens drafted after the segment `ids` so far by looking the sequence up (none when off)."""
+        if not self.config.draft_tokens:
+            return []
+        history = self.token_ids + ids
+        stops, end = self.draft_stops, self.ids.im_end
+        return lookup_draft(history, self.config.draft_tokens, LOOKUP_NGRAM, stops, end)
 
     def _text_token_mask(self, vocab_rows: int) -> torch.Tensor:
         """(V,) bool: ids a text may hold: the tokenizer's, minus every control token but ``<|im_end|>``."""

@@ -28,6 +28,8 @@ def test_costs_are_saved_as_json():
         "forward_passes": 0,
         "cfg_passes": 0,
         "text_tokens": 0,
+        "drafted_tokens": 0,
+        "drafted_tokens_kept": 0,
         "wall_time_s": 1.5,
     }
 

@@ -36,12 +36,22 @@ def same_generation(a, b):
 # ---- the KV-cache acceptance test ------------------------------------------------------------------------
 
 
-def test_the_cached_loop_equals_recomputing_the_whole_prefix_every_step(talkative, tokenizer, packing):
+@pytest.mark.parametrize("draft_tokens", [0, 4])
+def test_the_cached_loop_equals_recomputing_the_whole_prefix_every_step(
+    talkative, tokenizer, packing, draft_tokens
+):
     """An edit with sampled text written by the model, both guidance contexts, an inspection and a refine:
-    the KV cache and the packed forward over the whole prefix give the same tokens and the same pixels."""
+    the KV cache and the packed forward over the whole prefix give the same tokens and the same pixels
+    (also with prompt-lookup drafts, which the model rejects here and either sequence takes back)."""
     trunk = talkative.double()  # float64, so that rounding never flips a sampled token or a pixel
     config = GenerationConfig.from_name(
-        "tiny", num_timesteps=4, do_sample=True, temperature=1.0, cfg_img_scale=1.5, cfg_interval=(0.0, 1.0)
+        "tiny",
+        num_timesteps=4,
+        do_sample=True,
+        temperature=1.0,
+        cfg_img_scale=1.5,
+        cfg_interval=(0.0, 1.0),
+        draft_tokens=draft_tokens,
     )
     runs = {
         kv: generate(
@@ -59,9 +69,35 @@ def test_the_cached_loop_equals_recomputing_the_whole_prefix_every_step(talkativ
     same_generation(runs[True], runs[False])
     cached = runs[True]
     assert len(cached.images) == 2 and cached.costs.text_tokens > 3, "the run must exercise text and images"
+    assert cached.costs.drafted_tokens > cached.costs.drafted_tokens_kept or not draft_tokens
     assert dataclasses.replace(cached.costs, wall_time_s=0) == dataclasses.replace(
         runs[False].costs, wall_time_s=0
     )
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_greedy_text_with_drafted_tokens_is_the_text_decoded_one_token_a_pass(
+    trunk, tokenizer, fast, packing, kv_cache
+):
+    """A random model's greedy text repeats itself, so prompt lookup drafts tokens it keeps: the same text
+    in fewer passes."""
+    trunk = trunk.double()  # no rounding tie between a block of tokens and one token a pass
+    runs = {
+        k: generate(
+            trunk,
+            tokenizer,
+            PROMPT,
+            dataclasses.replace(fast, max_text_tokens=40, draft_tokens=k, kv_cache=kv_cache),
+            0,
+            packing,
+        )
+        for k in (0, 6)
+    }
+    same_generation(runs[0], runs[6])
+    plain, drafted = runs[0].costs, runs[6].costs
+    assert drafted.text_tokens == plain.text_tokens == 40 and drafted.drafted_tokens_kept > 5
+    # Each kept draft saves its pass; the last pass may hold kept drafts past the text cap.
+    assert drafted.forward_passes <= plain.forward_passes - drafted.drafted_tokens_kept + 1
 
 
 class Editor:

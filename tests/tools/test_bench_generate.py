@@ -44,9 +44,22 @@ def test_a_random_model_writes_the_dictated_plans_token_by_token(bench_generate)
 
     assert [type(s) for s in result.trajectory.steps] == [Plan, Sketch, Inspect, Plan, Sketch]
     assert result.stop_reason == "stop_token" and cpu_s > 0
-    # Every dictated token was a forward pass of its own, <|im_end|> included.
+    # The model wrote every dictated token, <|im_end|> included, some of them as drafts it kept.
     written = sum(len(tokenizer.encode(text)) + 1 for text in case.texts)
     assert result.costs.text_tokens == written and head.queue == []
+    assert config.draft_tokens and 0 < result.costs.drafted_tokens_kept < written
+
+
+def test_dictation_without_drafts_is_one_pass_a_token(bench_generate):
+    cases = bench_generate.world_cases(1, images=1, inspect=False)
+    trunk, head, tokenizer, packing = bench_generate.build_model("embedded", cases)
+    config = bench_generate.GenerationConfig.from_name(
+        "tiny", num_timesteps=2, image_size=(32, 32), max_images=2, cfg_text_scale=1.0, draft_tokens=0
+    )
+    result, _ = bench_generate.Bench(trunk, head, tokenizer, packing, config).process(cases[0])
+    written = len(tokenizer.encode(cases[0].texts[0])) + 1
+    # the prompt, <|im_start|> and each token but <|im_end|>, <|im_end|>, 1 image query, its clean copy
+    assert result.costs.text_tokens == written and result.costs.forward_passes == 1 + written + 1 + 1 + 1
 
 
 def test_the_report_compares_the_process_with_single_passes(bench_generate, tmp_path):

@@ -90,6 +90,15 @@ class KVCache:
         fork.keys, fork.values = list(self.keys), list(self.values)
         return fork
 
+    def truncate(self, length: int) -> None:
+        """Keeps the first `length` cached tokens (views: nothing is copied or written in place)."""
+        if not 0 <= length <= len(self):
+            raise ValueError(f"cannot truncate a KV cache of {len(self)} tokens to {length}")
+        if length == len(self):
+            return
+        self.keys = [k[:length] for k in self.keys]
+        self.values = [v[:length] for v in self.values]
+
     def attend_fn(self, causal: bool, update: bool) -> AttendFn:
         """`attend` for one query block: attends over the cache, appends the block if `update`."""
 
