@@ -84,16 +84,18 @@ def accept_draft(
         the first j drafted tokens and one more token picked from row j (1 <= length <= K+1). With no
         draft this is one `pick`, drawing the same random numbers.
     """
+    if not do_sample:
+        best = logits.argmax(dim=-1).tolist()  # (K+1,): one op for every row
+        kept = 0
+        while kept < len(draft) and best[kept] == draft[kept]:
+            kept += 1
+        return [*draft[:kept], best[kept]]
     emitted: list[int] = []
     for row, token in zip(logits, draft, strict=False):  # row K (after the last draft) is read below
-        if not do_sample:
-            if int(row.argmax()) != token:
-                break
-        else:
-            probs = torch.softmax(row / temperature, dim=-1)
-            if float(torch.rand((), generator=generator, device=row.device)) >= float(probs[token]):
-                # Rejected: draw from the model's distribution with the rejected token removed.
-                probs[token] = 0.0
-                return [*emitted, int(torch.multinomial(probs, 1, generator=generator))]
+        probs = torch.softmax(row / temperature, dim=-1)
+        if float(torch.rand((), generator=generator, device=row.device)) >= float(probs[token]):
+            # Rejected: draw from the model's distribution with the rejected token removed.
+            probs[token] = 0.0
+            return [*emitted, int(torch.multinomial(probs, 1, generator=generator))]
         emitted.append(token)
-    return [*emitted, pick(logits[len(emitted)], do_sample, temperature, generator)]
+    return [*emitted, pick(logits[len(emitted)], True, temperature, generator)]

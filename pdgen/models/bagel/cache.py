@@ -11,7 +11,7 @@ Blocks that must stay out of the context (the noisy latents while denoising) are
 `update=False`; everything else is appended. Keys are cached *after* RoPE, so a cached key never needs
 its position again. One `KVCache` holds one sequence; classifier-free guidance keeps one cache per
 context and `copy()` forks a context cheaply (appends build new tensors, the old ones are shared).
-This is pure PyTorch SDPA (a boolean mask where one is needed): no flash_attn, runs on CPU.
+This is pure PyTorch SDPA (an additive mask where one is needed): no flash_attn, runs on CPU.
 
 Shapes: Q = tokens of the query block, L = cached tokens, H / Hkv = query / key-value heads, D = head dim.
 """
@@ -24,13 +24,25 @@ import torch.nn.functional as F
 from pdgen.models.bagel.qwen2_mot import AttendFn
 
 
+def causal_mask(n_q: int, n_past: int, group: int, like: torch.Tensor) -> torch.Tensor:
+    """(G*Q, L+Q) additive mask of a causal block of Q tokens after L cached ones, in `block_attention`'s
+    stacked row order (row g*Q + i is query i of the g-th head of a group), of `like`'s dtype and device.
+
+    A block's mask is the same at every layer, so the cache builds it once per pass (building it costs
+    about as much as the attention of a few decoded tokens); an additive float mask also spares SDPA the
+    conversion of a boolean one at every call.
+    """
+    mask = torch.full((n_q, n_past + n_q), -torch.inf, dtype=like.dtype, device=like.device)
+    return mask.triu(n_past + 1).repeat(group, 1)  # 0 where query i may see key j <= L + i
+
+
 def block_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     past_k: torch.Tensor,
     past_v: torch.Tensor,
-    causal: bool,
+    mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Attention of a query block over the cache and itself.
 
@@ -40,7 +52,8 @@ def block_attention(
         v: (Q, Hkv, D) values of the block.
         past_k: (L, Hkv, D) cached keys.
         past_v: (L, Hkv, D) cached values.
-        causal: causal inside the block (text) or bidirectional (an image).
+        mask: `causal_mask` for a causal block (text) of several tokens; None for a block that sees all of
+            itself (an image) and for a single token (which sees everything anyway).
 
     Returns:
         (Q, H, D) attention output, and the (L+Q, Hkv, D) keys and values it attended to (the cache
@@ -56,12 +69,6 @@ def block_attention(
     # cached tokens). The fused kernel sums in another order: outputs may differ in the last bit (about 1e-7).
     group = q.shape[1] // k.shape[1]
     q_grouped = q.transpose(0, 1).reshape(k.shape[1], group * n_q, q.shape[2])  # (Hkv, G*Q, D)
-    # Only a causal block of several tokens masks anything: an all-True mask would not change the result
-    # but costs a pass over it, so a decoded token and every image block attend with none.
-    mask = None
-    if causal and n_q > 1:
-        mask = torch.ones(n_q, n_past + n_q, dtype=torch.bool, device=q.device).tril(n_past)  # (Q, L+Q)
-        mask = mask.repeat(group, 1)  # (G*Q, L+Q), the rows of q_grouped
     out = F.scaled_dot_product_attention(
         q_grouped[None], keys.transpose(0, 1)[None], values.transpose(0, 1)[None], attn_mask=mask
     )[0]  # (Hkv, G*Q, D)
@@ -101,12 +108,16 @@ class KVCache:
 
     def attend_fn(self, causal: bool, update: bool) -> AttendFn:
         """`attend` for one query block: attends over the cache, appends the block if `update`."""
+        mask: torch.Tensor | None = None  # a causal block's, built at the first layer for all of them
 
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            nonlocal mask
             past_k, past_v = self.keys[layer], self.values[layer]
             if past_k is None:
                 past_k, past_v = k[:0], v[:0]
-            out, keys, values = block_attention(q, k, v, past_k, past_v, causal)
+            if causal and q.shape[0] > 1 and mask is None:
+                mask = causal_mask(q.shape[0], past_k.shape[0], q.shape[1] // k.shape[1], q)
+            out, keys, values = block_attention(q, k, v, past_k, past_v, mask)
             if update:
                 self.keys[layer], self.values[layer] = keys, values
             return out

@@ -1,10 +1,11 @@
 """The KV-cached inference path reproduces the packed forward pass, split by split."""
 
+import pytest
 import torch
 from bagel_testkit import INSPECTED, replay_with_cache
 
 from pdgen.models.bagel import KVCache
-from pdgen.models.bagel.cache import block_attention
+from pdgen.models.bagel.cache import block_attention, causal_mask
 
 
 @torch.no_grad()
@@ -28,6 +29,19 @@ def test_copy_forks_a_context():
     fork = cache.copy()
     fork.attend_fn(causal=False, update=True)(0, q, kv, kv)
     assert len(cache) == 2 and len(fork) == 4
+
+
+def test_truncate_takes_the_last_tokens_back_and_leaves_forks_alone():
+    cache = KVCache(num_layers=2)
+    q, kv = torch.randn(5, 2, 4), torch.randn(5, 1, 4)
+    for layer in range(2):
+        cache.attend_fn(causal=True, update=True)(layer, q, kv, kv)
+    fork = cache.copy()
+    cache.truncate(3)
+    assert len(cache) == 3 and len(fork) == 5
+    assert torch.equal(cache.keys[1], kv[:3]) and torch.equal(fork.values[1], kv)
+    with pytest.raises(ValueError, match="cannot truncate a KV cache of 3 tokens to 4"):
+        cache.truncate(4)
 
 
 def test_an_image_block_is_bidirectional_and_a_text_block_causal():
@@ -56,7 +70,9 @@ def test_grouped_query_heads_read_their_own_key_value_head():
     for n_q, causal in [(1, True), (3, True), (3, False)]:  # a decoded token, a text block, an image block
         q = torch.randn(n_q, 4, 8, generator=generator)
         k, v = torch.randn(n_q, 2, 8, generator=generator), torch.randn(n_q, 2, 8, generator=generator)
-        out, keys, values = block_attention(q, k, v, *past, causal=causal)
+        out, keys, values = block_attention(
+            q, k, v, *past, mask=causal_mask(n_q, 5, 2, q) if causal else None
+        )
         mask = torch.ones(n_q, 5 + n_q, dtype=torch.bool)
         if causal:
             mask = mask.tril(5)
@@ -73,7 +89,7 @@ def test_cached_attention_runs_on_the_fused_cpu_kernel():
         q = torch.randn(n_q, 4, 8, generator=generator)
         k, v = torch.randn(n_q, 2, 8, generator=generator), torch.randn(n_q, 2, 8, generator=generator)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-            block_attention(q, k, v, *past, causal=causal)
+            block_attention(q, k, v, *past, mask=causal_mask(n_q, 5, 2, q) if causal else None)
         ops = {event.key for event in profile.key_averages()}
         assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops, (n_q, causal)
         assert "aten::_scaled_dot_product_attention_math" not in ops, (n_q, causal)
