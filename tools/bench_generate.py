@@ -20,9 +20,9 @@ because the machine is shared and its speed drifts; the ratio is taken per pair 
 beside the ratio of the best times per prompt and the ratio of the generating thread's CPU time.
 ``--breakdown`` then splits the wall time of both modes by kind of trunk pass (image queries, text tokens,
 blocks written, everything outside the trunk), which says where the process's extra time goes.
-``--passes L`` times single trunk passes instead: a one-token pass and an image query (66 tokens on the
-embedded trunk) over L cached tokens (to compare two versions of the trunk, run it with each on
-``PYTHONPATH``, alternated).
+``--passes L`` times single trunk passes instead: a one-token pass, a token with 8 drafts and an image query
+(66 tokens on the embedded trunk) over L cached tokens (to compare two versions of the trunk, run it with
+each on ``PYTHONPATH``, alternated).
 
     nice -n 10 python tools/bench_generate.py --prompts 3 --repeats 3 --breakdown
     nice -n 10 python tools/bench_generate.py --passes 200
@@ -326,28 +326,38 @@ def breakdown(bench: Bench, cases: list[Case], repeats: int) -> dict[str, dict[s
 def pass_times(
     trunk: BagelTrunk, latent_tokens: int, cached: int, rounds: int
 ) -> dict[str, dict[str, float]]:
-    """Thread CPU milliseconds of a one-token text pass (written, as a decoded token is) and of an image query
+    """Thread CPU milliseconds of a one-token text pass (written, as a decoded token is), of a token with 8
+    drafted tokens (written, then the drafts taken back, as when the model keeps none) and of an image query
     (two markers around `latent_tokens`, not written, as each sampling step's) over `cached` tokens of
-    context: median and best of `rounds` rounds, the two kinds interleaved."""
+    context: median and best of `rounds` rounds, the kinds interleaved."""
     hidden = trunk.config.llm.hidden_size
     generator = torch.Generator().manual_seed(0)
     prefix = torch.randn(cached, hidden, generator=generator)  # (L, C)
     context = CachedSequence(trunk)
     context.run(Block(prefix, torch.zeros(cached, dtype=torch.bool), "text"), write=True)
-    token = Block(torch.randn(1, hidden, generator=generator), torch.zeros(1, dtype=torch.bool), "text")
+    text = torch.randn(9, hidden, generator=generator)  # (9, C)
+    token, drafted = (Block(text[:n], torch.zeros(n, dtype=torch.bool), "text") for n in (1, 9))
     gen_mask = torch.ones(latent_tokens + 2, dtype=torch.bool)
     gen_mask[[0, -1]] = False  # the two markers
     image = Block(torch.randn(latent_tokens + 2, hidden, generator=generator), gen_mask, "image")
 
-    def one_token() -> None:
-        cache, rope = context.snapshot()  # each token onto the same context: rewind after the write
-        context.run(token, write=True)
-        context.rewind((cache, rope))
+    def text_pass(block: Block) -> Callable[[], None]:
+        def write() -> None:
+            cache, rope = context.snapshot()  # each pass onto the same context: rewind after the write
+            context.run(block, write=True)
+            context.take_back(block.embeds.shape[0] - 1)
+            context.rewind((cache, rope))
+
+        return write
 
     def image_query() -> None:
         context.run(image, write=False)
 
-    kinds = {"one-token pass": (one_token, 20), "image query": (image_query, 5)}
+    kinds = {
+        "one-token pass": (text_pass(token), 20),
+        "token + 8 drafts": (text_pass(drafted), 20),
+        "image query": (image_query, 5),
+    }
     times: dict[str, list[float]] = {name: [] for name in kinds}
     for round_index in range(rounds + 2):  # two untimed warm-up rounds
         for name, (step, calls) in kinds.items():

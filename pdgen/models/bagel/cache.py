@@ -9,8 +9,10 @@ denoised as one block. Each piece is a *query block* that sees the whole cache a
 
 Blocks that must stay out of the context (the noisy latents while denoising) are run with
 `update=False`; everything else is appended. Keys are cached *after* RoPE, so a cached key never needs
-its position again. One `KVCache` holds one sequence; classifier-free guidance keeps one cache per
-context and `copy()` forks a context cheaply (appends build new tensors, the old ones are shared).
+its position again, and head-major, (Hkv, L, D): the layout SDPA reads fastest (a fifth faster over 300
+cached tokens than a token-major view). One `KVCache` holds one sequence; classifier-free guidance keeps
+one cache per context and `copy()` forks a context cheaply (appends build new tensors, the old ones are
+shared).
 This is pure PyTorch SDPA (an additive mask where one is needed): no flash_attn, runs on CPU.
 
 Shapes: Q = tokens of the query block, L = cached tokens, H / Hkv = query / key-value heads, D = head dim.
@@ -50,18 +52,18 @@ def block_attention(
         q: (Q, H, D) queries of the block.
         k: (Q, Hkv, D) keys of the block (after RoPE).
         v: (Q, Hkv, D) values of the block.
-        past_k: (L, Hkv, D) cached keys.
-        past_v: (L, Hkv, D) cached values.
+        past_k: (Hkv, L, D) cached keys.
+        past_v: (Hkv, L, D) cached values.
         mask: `causal_mask` for a causal block (text) of several tokens; None for a block that sees all of
             itself (an image) and for a single token (which sees everything anyway).
 
     Returns:
-        (Q, H, D) attention output, and the (L+Q, Hkv, D) keys and values it attended to (the cache
+        (Q, H, D) attention output, and the (Hkv, L+Q, D) keys and values it attended to (the cache
         after the block, so that a write does not concatenate twice).
     """
-    n_q, n_past = q.shape[0], past_k.shape[0]
-    keys = torch.cat([past_k, k]) if n_past else k  # (L+Q, Hkv, D)
-    values = torch.cat([past_v, v]) if n_past else v  # (L+Q, Hkv, D)
+    n_q = q.shape[0]
+    keys = torch.cat([past_k, k.transpose(0, 1)], dim=1)  # (Hkv, L+Q, D), contiguous
+    values = torch.cat([past_v, v.transpose(0, 1)], dim=1)  # (Hkv, L+Q, D)
     # The G = H/Hkv query heads that share a key-value head are stacked into one (G*Q)-row query of that
     # head (row g*Q + i is query i of head g), so plain attention replaces `enable_gqa`, and the inputs get
     # a batch dimension: CPU SDPA serves 3-D inputs and `enable_gqa` only on its unfused math path, about
@@ -69,9 +71,8 @@ def block_attention(
     # cached tokens). The fused kernel sums in another order: outputs may differ in the last bit (about 1e-7).
     group = q.shape[1] // k.shape[1]
     q_grouped = q.transpose(0, 1).reshape(k.shape[1], group * n_q, q.shape[2])  # (Hkv, G*Q, D)
-    out = F.scaled_dot_product_attention(
-        q_grouped[None], keys.transpose(0, 1)[None], values.transpose(0, 1)[None], attn_mask=mask
-    )[0]  # (Hkv, G*Q, D)
+    out = F.scaled_dot_product_attention(q_grouped[None], keys[None], values[None], attn_mask=mask)[0]
+    # (Hkv, G*Q, D)
     return out.view(q.shape[1], n_q, q.shape[2]).transpose(0, 1), keys, values  # (Q, H, D)
 
 
@@ -89,7 +90,7 @@ class KVCache:
 
     def __len__(self) -> int:
         """Cached tokens L."""
-        return 0 if self.keys[0] is None else self.keys[0].shape[0]
+        return 0 if self.keys[0] is None else self.keys[0].shape[1]
 
     def copy(self) -> KVCache:
         """A fork that can grow independently (tensors are shared, never written in place)."""
@@ -103,8 +104,8 @@ class KVCache:
             raise ValueError(f"cannot truncate a KV cache of {len(self)} tokens to {length}")
         if length == len(self):
             return
-        self.keys = [k[:length] for k in self.keys]
-        self.values = [v[:length] for v in self.values]
+        self.keys = [k[:, :length] for k in self.keys]
+        self.values = [v[:, :length] for v in self.values]
 
     def attend_fn(self, causal: bool, update: bool) -> AttendFn:
         """`attend` for one query block: attends over the cache, appends the block if `update`."""
@@ -114,9 +115,9 @@ class KVCache:
             nonlocal mask
             past_k, past_v = self.keys[layer], self.values[layer]
             if past_k is None:
-                past_k, past_v = k[:0], v[:0]
+                past_k, past_v = k[:0].transpose(0, 1), v[:0].transpose(0, 1)  # (Hkv, 0, D)
             if causal and q.shape[0] > 1 and mask is None:
-                mask = causal_mask(q.shape[0], past_k.shape[0], q.shape[1] // k.shape[1], q)
+                mask = causal_mask(q.shape[0], past_k.shape[1], q.shape[1] // k.shape[1], q)
             out, keys, values = block_attention(q, k, v, past_k, past_v, mask)
             if update:
                 self.keys[layer], self.values[layer] = keys, values

@@ -39,7 +39,9 @@ def test_truncate_takes_the_last_tokens_back_and_leaves_forks_alone():
     fork = cache.copy()
     cache.truncate(3)
     assert len(cache) == 3 and len(fork) == 5
-    assert torch.equal(cache.keys[1], kv[:3]) and torch.equal(fork.values[1], kv)
+    assert torch.equal(cache.keys[1], kv[:3].transpose(0, 1)) and torch.equal(
+        fork.values[1], kv.transpose(0, 1)
+    )
     with pytest.raises(ValueError, match="cannot truncate a KV cache of 3 tokens to 4"):
         cache.truncate(4)
 
@@ -66,7 +68,7 @@ def reference_attention(q, keys, values, mask):
 
 def test_grouped_query_heads_read_their_own_key_value_head():
     generator = torch.Generator().manual_seed(0)
-    past = torch.randn(5, 2, 8, generator=generator), torch.randn(5, 2, 8, generator=generator)
+    past = torch.randn(2, 5, 8, generator=generator), torch.randn(2, 5, 8, generator=generator)  # head-major
     for n_q, causal in [(1, True), (3, True), (3, False)]:  # a decoded token, a text block, an image block
         q = torch.randn(n_q, 4, 8, generator=generator)
         k, v = torch.randn(n_q, 2, 8, generator=generator), torch.randn(n_q, 2, 8, generator=generator)
@@ -76,15 +78,18 @@ def test_grouped_query_heads_read_their_own_key_value_head():
         mask = torch.ones(n_q, 5 + n_q, dtype=torch.bool)
         if causal:
             mask = mask.tril(5)
-        torch.testing.assert_close(out, reference_attention(q, keys, values, mask))
-        assert torch.equal(keys, torch.cat([past[0], k])) and torch.equal(values, torch.cat([past[1], v]))
+        torch.testing.assert_close(
+            out, reference_attention(q, keys.transpose(0, 1), values.transpose(0, 1), mask)
+        )
+        assert torch.equal(keys, torch.cat([past[0], k.transpose(0, 1)], dim=1))
+        assert torch.equal(values, torch.cat([past[1], v.transpose(0, 1)], dim=1))
 
 
 def test_cached_attention_runs_on_the_fused_cpu_kernel():
     # CPU SDPA serves 3-D inputs and `enable_gqa` only on its unfused math path, about twice as slow at the
     # embedded trunk's sizes; `block_attention` must keep reaching the fused kernel (torch 2.13's op name).
     generator = torch.Generator().manual_seed(0)
-    past = torch.randn(5, 2, 8, generator=generator), torch.randn(5, 2, 8, generator=generator)
+    past = torch.randn(2, 5, 8, generator=generator), torch.randn(2, 5, 8, generator=generator)
     for n_q, causal in [(1, True), (3, True), (3, False)]:
         q = torch.randn(n_q, 4, 8, generator=generator)
         k, v = torch.randn(n_q, 2, 8, generator=generator), torch.randn(n_q, 2, 8, generator=generator)
