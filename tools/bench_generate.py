@@ -15,9 +15,11 @@ so every run writes the same realistic text. ``--draft-tokens 0 8`` times both d
 ``--inspect`` every image but the last also gets its ViT copy and a one-sentence critique, the paper's
 Inspect step.
 
-Both modes run on the same prompts with the same seeds, interleaved (process, single, single, process, ...)
-because the machine is shared and its speed drifts; the ratio is taken per pair and the median reported,
-beside the ratio of the best times per prompt and the ratio of the generating thread's CPU time.
+Both modes run on the same prompts with the same seeds, interleaved because the machine is shared and its
+speed drifts: each pair is the process-driven generation with one single-pass generation per image it draws
+around it (single, process, single, single; then single, single, process, single; ...), so that both sides
+of the ratio take about as long. The ratio is taken per pair and the median reported, beside the ratio of
+the best times per prompt and the ratio of the generating thread's CPU time.
 ``--breakdown`` then splits the wall time of both modes by kind of trunk pass (image queries, text tokens,
 blocks written, everything outside the trunk), which says where the process's extra time goes.
 ``--passes L`` times single trunk passes instead: a one-token pass, a token with 8 drafts and an image query
@@ -178,7 +180,8 @@ def build_model(preset: str, cases: list[Case]) -> tuple[BagelTrunk, DictatedHea
 
 @dataclass
 class Pair:
-    """One prompt generated both ways, back to back: wall and CPU seconds of each."""
+    """One prompt generated both ways, back to back: wall and CPU seconds of the process and the mean of its
+    single-pass runs (one per image it draws, around it)."""
 
     prompt: str
     process: Generation
@@ -249,13 +252,16 @@ class Bench:
         return result.costs.wall_time_s, time.thread_time() - started
 
     def pair(self, case: Case, single_first: bool) -> Pair:
-        if single_first:
-            single = self.single(case)
-            process = self.process(case)
-        else:
-            process = self.process(case)
-            single = self.single(case)
-        return Pair(case.prompt, *process, *single)
+        """The process once and the single pass once per image, half before and half after it: the machine's
+        speed drifts within seconds, and the images' single passes take about as long as the process, so
+        both see the same drift (one single pass against the whole process made pairs range over 2x)."""
+        images = case.decisions.count(VISION_START)
+        before = (images + single_first) // 2
+        singles = [self.single(case) for _ in range(before)]
+        process = self.process(case)
+        singles += [self.single(case) for _ in range(images - before)]
+        wall, cpu = (statistics.fmean(times) for times in zip(*singles, strict=True))
+        return Pair(case.prompt, *process, wall, cpu)
 
 
 def run(benches: dict[str, Bench], cases: list[Case], repeats: int) -> dict[str, list[Pair]]:
@@ -385,6 +391,7 @@ def summary(pairs: list[Pair]) -> dict[str, float]:
         for runs in by_prompt.values()
     ]
     return {
+        "ratios": [p.ratio for p in pairs],
         "ratio_median": statistics.median(p.ratio for p in pairs),
         "ratio_of_best": statistics.median(best),
         "ratio_min": min(p.ratio for p in pairs),
@@ -397,6 +404,8 @@ def summary(pairs: list[Pair]) -> dict[str, float]:
         "forward_passes": mean("forward_passes"),
         "cfg_passes": mean("cfg_passes"),
         "text_tokens": mean("text_tokens"),
+        "drafted_tokens": mean("drafted_tokens"),
+        "drafted_tokens_kept": mean("drafted_tokens_kept"),
         "pairs": len(pairs),
     }
 
@@ -414,6 +423,7 @@ COLUMNS = (
     ("forward passes", "{:.1f}"),
     ("of them CFG", "{:.1f}"),
     ("text tokens", "{:.1f}"),
+    ("drafts kept", "{}"),
 )
 
 
@@ -434,6 +444,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
             s["forward_passes"],
             s["cfg_passes"],
             s["text_tokens"],
+            f"{s['drafted_tokens_kept']:.1f} of {s['drafted_tokens']:.1f}",
         ]
         lines.append("| " + " | ".join(f.format(v) for (_, f), v in zip(COLUMNS, values, strict=True)) + " |")
     return "\n".join(lines)
