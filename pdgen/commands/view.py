@@ -283,6 +283,8 @@ def _score_card(row: dict[str, Any]) -> str:
 def _costs_card(costs: dict[str, Any]) -> str:
     names = ("images", "sampling_steps", "forward_passes", "text_tokens", "wall_time_s", "mode", "seed")
     lines = [f"{name.replace('_', ' ')}: {costs[name]}" for name in names if name in costs]
+    if costs.get("drafted_tokens"):  # prompt-lookup drafts (GenerationConfig.draft_tokens)
+        lines.insert(4, f"drafted tokens kept: {costs['drafted_tokens_kept']} of {costs['drafted_tokens']}")
     return _text_card("costs", "Costs", *lines)
 
 

@@ -16,7 +16,14 @@ from pdgen.inference.costs import Costs
 from pdgen.world.prompts import shapes_eval_prompts
 
 COSTS = Costs(
-    images=2, sampling_steps=100, forward_passes=300, cfg_passes=100, text_tokens=40, wall_time_s=1.5
+    images=2,
+    sampling_steps=100,
+    forward_passes=300,
+    cfg_passes=100,
+    text_tokens=40,
+    drafted_tokens=30,
+    drafted_tokens_kept=12,
+    wall_time_s=1.5,
 )
 
 

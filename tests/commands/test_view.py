@@ -36,6 +36,7 @@ def test_a_prediction_folder_shows_each_sample_with_its_costs(predictions, tmp_p
     drawn = len(list(first.trajectory.glob("*.png")))
     assert shown[0].count("data:image/png;base64,") == drawn and shown[0].count('class="image answer"') == 1
     assert "sampling steps: 100" in shown[0] and "mode: process" in shown[0]
+    assert "drafted tokens kept: 12 of 30" in shown[0]
     assert "Mean cost per sample (6 samples)" in page and "sampling steps 100.00" in page
     assert len(sections(page_of(predictions, tmp_path, "--limit", "2"))) == 2
 
