@@ -69,7 +69,7 @@ class ExpertRoute:
         """Runs `und` on the understanding rows of `x` (T, ...) and `gen` on the generation rows."""
         # One expert for the whole sequence (text-only prompts, pure denoising blocks): no gather/scatter,
         # and the other expert is never called, so its weights cannot influence the result.
-        if self.gen.numel() == 0:
+        if self.understanding_only:
             return und(x)
         if self.und.numel() == 0:
             return gen(x)
@@ -282,9 +282,8 @@ class MoTDecoderLayer(nn.Module):
 
         Called from `forward`, so the layer's own hooks (FSDP's unsharding) still run around it.
         """
-        norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
-        x = x + self.self_attn.forward_understanding(rms_norm(x, norm1.weight, norm1.eps), rope, attend)
-        return x + self.mlp(rms_norm(x, norm2.weight, norm2.eps))  # (T, C)
+        x = x + self.self_attn.forward_understanding(self.input_layernorm(x), rope, attend)
+        return x + self.mlp(self.post_attention_layernorm(x))  # (T, C)
 
 
 class Qwen2MoTModel(nn.Module):
