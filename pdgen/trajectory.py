@@ -10,7 +10,8 @@ A `Trajectory` is a prompt (plus an input image when editing) and the ordered st
 
 The order is fixed: a trajectory starts with a Plan; a Plan is followed by its Sketch; an Inspect follows an
 image and is followed by a Plan, or by a Refine exactly when it holds a <refine>; the last step is an image
-(a Sketch or a Refine), and that image is the answer.
+(a Sketch or a Refine), and that image is the answer. One exception: a picture drawn in one pass (single-pass
+generation, a base-stage caption pair) is a trajectory of exactly one Sketch and nothing else.
 
 Representation (a), the tagged text the model reads and writes, in Qwen2's chat frame with no spaces or
 newlines between steps:
@@ -201,6 +202,8 @@ def _order_problem(steps: Sequence[object]) -> tuple[int | None, str] | None:
     """
     if not steps:
         return None, "a trajectory needs at least one Plan and its Sketch"
+    if isinstance(steps[0], Sketch) and len(steps) > 1:
+        return 1, "a trajectory that starts with its image is drawn in one pass and has no other step"
     before: object = None
     for index, step in enumerate(steps):
         if not isinstance(step, Plan | Sketch | Inspect | Refine):
@@ -229,7 +232,7 @@ def _step_kind(step: object) -> str:
 
 
 _FOLLOWERS: dict[str, tuple[tuple[type, ...], str]] = {
-    "start": ((Plan,), "a trajectory starts with a Plan"),
+    "start": ((Plan, Sketch), "a trajectory starts with a Plan (or is one Sketch, drawn in one pass)"),
     "plan": ((Sketch,), "after a Plan comes its Sketch"),
     "sketch": ((Plan, Inspect), "after an image comes a Plan or an Inspect"),
     "refine": ((Plan, Inspect), "after an image comes a Plan or an Inspect"),

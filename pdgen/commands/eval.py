@@ -40,6 +40,7 @@ def shapes(
         samples: images per prompt rendered by `--truth`.
         out: write the report (summary, costs, per-image rows) to this JSON file.
     """
+    from pdgen.eval.predictions import is_prediction_folder
     from pdgen.eval.shapes import score_shapes, write_ground_truth
     from pdgen.world.config import WorldConfig
     from pdgen.world.prompts import shapes_eval_prompts
@@ -50,7 +51,13 @@ def shapes(
     if truth:
         write_ground_truth(images, shapes_eval_prompts(split, config, per_tag), config, samples)
     rows, summary = score_shapes(images, config)
-    return _geneval_report("shapes", images, rows, summary, out, {"world": world})
+    source: dict[str, Any] = {"world": world}
+    if is_prediction_folder(images):
+        from pdgen.eval.process import score_process
+
+        source["process"] = score_process(images, config).to_dict()
+    report = _geneval_report("shapes", images, rows, summary, out, source)
+    return report + "".join(f"\n{line}" for line in _process_lines(source.get("process")))
 
 
 def geneval(
@@ -305,10 +312,18 @@ def _geneval_report(
     out: Path | None,
     source: dict[str, Any],
 ) -> str:
-    """Write the JSON report if asked and return the table: per tag, overall, image mean, costs."""
+    """Write the JSON report if asked and return the table: per tag with its 95 % interval, overall, image
+    mean, costs."""
+    from pdgen.eval.process import wilson_interval
+
     counts: dict[str, int] = {}
+    correct: dict[str, int] = {}
     for row in rows:
         counts[row["tag"]] = counts.get(row["tag"], 0) + 1
+        correct[row["tag"]] = correct.get(row["tag"], 0) + bool(row["correct"])
+    intervals = {tag: wilson_interval(correct[tag], n) for tag, n in counts.items()}
+    if counts:
+        intervals["overall"] = _mean_interval([(correct[tag], n) for tag, n in counts.items()])
     costs = _costs(images)
     report = {
         "benchmark": benchmark,
@@ -316,15 +331,23 @@ def _geneval_report(
         **source,
         "summary": summary,
         "images_per_tag": counts,
+        "intervals_95": intervals,
         "costs": costs,
         "rows": rows,
     }
     if out is not None:
         _write_json(out, report)
-    lines = [("tag", "score", "images")]
-    lines += [(tag, f"{summary[tag]:.3f}", str(counts[tag])) for tag in summary if tag in counts]
+
+    def interval(tag: str) -> str:
+        low, high = intervals[tag]
+        return f"{low:.2f}-{high:.2f}"
+
+    lines = [("tag", "score", "images", "95% interval")]
     lines += [
-        ("overall", f"{summary['overall']:.3f}", ""),
+        (tag, f"{summary[tag]:.3f}", str(counts[tag]), interval(tag)) for tag in summary if tag in counts
+    ]
+    lines += [
+        ("overall", f"{summary['overall']:.3f}", "", interval("overall") if counts else ""),
         ("image_mean", f"{summary['image_mean']:.3f}", str(len(rows))),
     ]
     return "\n".join(
@@ -335,6 +358,42 @@ def _geneval_report(
             *_cost_lines(costs),
         ]
     )
+
+
+def _mean_interval(tags: list[tuple[int, int]], z: float = 1.96) -> tuple[float, float]:
+    """A normal 95 % interval of the mean of independent tag rates, given (correct, images) per tag."""
+    import math
+
+    rates = [k / n for k, n in tags]
+    mean = sum(rates) / len(rates)
+    spread = z * math.sqrt(sum(p * (1 - p) / n for p, (_, n) in zip(rates, tags, strict=True))) / len(rates)
+    return max(0.0, mean - spread), min(1.0, mean + spread)
+
+
+def _process_lines(process: dict[str, Any] | None) -> list[str]:
+    """The process table of a ShapesEval report: planned right, complete plans, inspections that agree."""
+    if process is None:
+        return []
+
+    def rate(figure: dict[str, Any]) -> tuple[str, str, str]:
+        if not figure["n"]:
+            return "-", "0", ""
+        low, high = figure["interval_95"]
+        return f"{figure['rate']:.3f}", str(figure["n"]), f"{low:.2f}-{high:.2f}"
+
+    lines = [
+        ("process", "rate", "n", "95% interval"),
+        ("planned right", *rate(process["planned_right"])),
+        ("complete plans", *rate(process["complete_plans"])),
+        ("inspections agree", *rate(process["inspections_agree"])),
+    ]
+    readable = process["trajectories"] - process["unreadable"]
+    return [
+        _table(lines),
+        f"(of {process['trajectories']} trajectories, {process['unreadable']} unreadable; per readable one: "
+        f"{process['images_per_trajectory']:.2f} images, {process['inspections_per_trajectory']:.2f} "
+        f"inspections; planned right: every object added and stopped after the last; {readable} read)",
+    ]
 
 
 def _wise_table(report: dict[str, Any]) -> str:

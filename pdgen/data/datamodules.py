@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pdgen.data.build import SUBSET, MultiTurnSpec, build_multiturn
 from pdgen.data.conflict import SUBSET as CONFLICT
 from pdgen.data.conflict import ConflictSpec, build_conflict
+from pdgen.data.layout import Layout, LayoutName, ProcessLayout, make_layout
 from pdgen.data.packing import PackedBatch, PackingConfig, TokenBudget, TokenBudgetPacker, TrajectoryPacker
 from pdgen.data.shards import (
     CorruptCounter,
@@ -74,9 +75,10 @@ class PackedTrajectoryDataset(IterableDataset):
         stream: ``(epoch, part) -> (where, trajectory)`` pairs; ``ShardSource.trajectories``.
         packer: lays trajectories out and collates packs.
         budget: how full a pack must be and may be.
-        seed: seeds each reader's prompt-dropout coins (with its reader index).
+        seed: seeds each reader's layout coins (with its reader index): condition dropout, caption pairs.
         epochs: epochs to read; None reads forever (training).
-        prompt_dropout: probability that a sample's prompt is left out (classifier-free guidance).
+        layout: how a trajectory is laid out as a sample (``pdgen.data.layout``); default the process with
+            no condition dropout.
         rank: this process's rank.
         world_size: the number of ranks.
         skip: packs of this rank already consumed (round-robin over workers); each worker skips its share.
@@ -89,19 +91,17 @@ class PackedTrajectoryDataset(IterableDataset):
         budget: TokenBudget,
         seed: int = 0,
         epochs: int | None = None,
-        prompt_dropout: float = 0.0,
+        layout: Layout | None = None,
         rank: int = 0,
         world_size: int = 1,
         skip: int = 0,
     ) -> None:
-        if not 0.0 <= prompt_dropout <= 1.0:
-            raise ValueError(f"prompt_dropout is a probability in [0, 1], got {prompt_dropout}")
         self.stream = stream
         self.packer = packer
         self.budget = budget
         self.seed = seed
         self.epochs = epochs
-        self.prompt_dropout = prompt_dropout
+        self.layout = layout or ProcessLayout()
         self.rank = rank
         self.world_size = world_size
         self.skip = skip
@@ -123,8 +123,7 @@ class PackedTrajectoryDataset(IterableDataset):
             empty = True
             for where, trajectory in self.stream(epoch, part):
                 empty = False
-                drop = self.prompt_dropout > 0 and bool(coins.random() < self.prompt_dropout)
-                yield self.packer.sample(trajectory, where, drop_prompt=drop)
+                yield self.layout(self.packer, trajectory, where, coins)
             if empty and self.epochs is None:
                 raise ValueError(
                     f"reader {part} got no readable sample in epoch {epoch}: an endless stream would hang; "
@@ -148,6 +147,10 @@ class PackedDataModule(L.LightningDataModule):
         prompt_dropout: probability that a training sample's prompt is left out, so the model also learns the
             unconditional context of text classifier-free guidance.
         tokenizer: a tokenizer directory (the BAGEL release's); None uses the one the data was built with.
+        layout: how a trajectory becomes a training sample (``pdgen.data.layout``): ``process`` (the paper's
+            interleaved sequence), ``single_pass`` (prompt -> final image) or ``caption`` (the base stage).
+        text_dropout: probability that a training sample loses every text, prompt, plans and inspections
+            (``process`` only): the unconditional context of text CFG that guides with the images alone.
     """
 
     def __init__(
@@ -159,6 +162,8 @@ class PackedDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         prompt_dropout: float = 0.1,
         tokenizer: str | os.PathLike[str] | None = None,
+        layout: LayoutName = "process",
+        text_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if num_workers < 0:
@@ -169,6 +174,9 @@ class PackedDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.shuffle_buffer = shuffle_buffer
         self.prompt_dropout = prompt_dropout
+        self.layout_name = layout
+        self.text_dropout = text_dropout
+        self.train_layout(), self.val_layout()  # bad names and probabilities fail here, before any work
         self.tokenizer_path = None if tokenizer is None else Path(tokenizer)
         self.tokenizer: Any = None
         self.corrupt = CorruptCounter(num_workers)
@@ -177,6 +185,17 @@ class PackedDataModule(L.LightningDataModule):
     def stream(self, split: str) -> TrajectoryStream:
         """Where the trajectories of ``split`` (``train``: shuffled, ``val``: in order) come from."""
         raise NotImplementedError(f"{type(self).__name__} must say where its trajectories come from (stream)")
+
+    image_to_text: float = 0.0
+    """Share of image -> caption samples of the ``caption`` layout (the base stage sets it)."""
+
+    def train_layout(self) -> Layout:
+        """The training samples' layout, with condition dropout."""
+        return make_layout(self.layout_name, self.prompt_dropout, self.text_dropout, self.image_to_text)
+
+    def val_layout(self) -> Layout:
+        """The validation samples' layout: the same, every condition kept."""
+        return make_layout(self.layout_name, image_to_text=self.image_to_text)
 
     @property
     def packer(self) -> TrajectoryPacker:
@@ -201,7 +220,7 @@ class PackedDataModule(L.LightningDataModule):
             self.packer,
             self.budget,
             seed=self.seed,
-            prompt_dropout=self.prompt_dropout,
+            layout=self.train_layout(),
             rank=rank,
             world_size=world,
             skip=self.packs_consumed,
@@ -218,7 +237,7 @@ class PackedDataModule(L.LightningDataModule):
     def _val_loader(self, stream: TrajectoryStream) -> DataLoader:
         rank, world = self._rank_and_world
         dataset = PackedTrajectoryDataset(
-            stream, self.packer, self.budget, epochs=1, rank=rank, world_size=world
+            stream, self.packer, self.budget, epochs=1, layout=self.val_layout(), rank=rank, world_size=world
         )
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
@@ -269,6 +288,10 @@ class ShardDataModule(PackedDataModule):
         prompt_dropout: probability that a training sample's prompt is left out, so the model also learns the
             unconditional context of text classifier-free guidance.
         tokenizer: a tokenizer directory (the BAGEL release's); None uses the one the build saved.
+        layout: how a trajectory becomes a training sample: ``process``, ``single_pass`` or ``caption``
+            (``pdgen.data.layout``).
+        text_dropout: probability that a training sample loses every text (``process`` only; the
+            unconditional context of text CFG that guides with the images alone).
     """
 
     subset: str = ""
@@ -283,8 +306,13 @@ class ShardDataModule(PackedDataModule):
         shuffle_buffer: int = 1000,
         prompt_dropout: float = 0.1,
         tokenizer: str | os.PathLike[str] | None = None,
+        layout: LayoutName = "process",
+        text_dropout: float = 0.0,
     ) -> None:
-        super().__init__(seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer)
+        super().__init__(
+            seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer, layout,
+            text_dropout,
+        )  # fmt: skip
         self.root = Path(root)
         self.manifest: dict[str, Any] | None = None
 
@@ -382,6 +410,10 @@ class MultiTurnDataModule(ShardDataModule):
         prompt_dropout: probability that a training sample's prompt is left out (text classifier-free
             guidance learns the unconditional context from these).
         tokenizer: a tokenizer directory (the BAGEL release's); None uses the one the build trained.
+        layout: how a trajectory becomes a training sample: ``process``, ``single_pass`` or ``caption``
+            (``pdgen.data.layout``).
+        text_dropout: probability that a training sample loses every text (``process`` only; the
+            unconditional context of text CFG that guides with the images alone).
     """
 
     subset = SUBSET
@@ -401,10 +433,13 @@ class MultiTurnDataModule(ShardDataModule):
         shuffle_buffer: int = 1000,
         prompt_dropout: float = 0.1,
         tokenizer: str | os.PathLike[str] | None = None,
+        layout: LayoutName = "process",
+        text_dropout: float = 0.0,
     ) -> None:
         super().__init__(
-            root, seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer
-        )
+            root, seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer, layout,
+            text_dropout,
+        )  # fmt: skip
         self.build_spec = MultiTurnSpec(num_trajectories, val_size, seed, world, augment, samples_per_shard)
 
     def spec(self) -> dict[str, Any]:
@@ -651,6 +686,8 @@ class MixtureDataModule(PackedDataModule):
         shuffle_buffer: samples held for shuffling within each subset's reader.
         prompt_dropout: probability that a training sample's prompt is left out.
         tokenizer: the tokenizer directory for every subset; None takes the first subset's.
+        text_dropout: probability that a training sample loses every text (prompt, plans, inspections): the
+            unconditional context of text CFG that guides with the images alone.
     """
 
     def __init__(
@@ -664,8 +701,12 @@ class MixtureDataModule(PackedDataModule):
         shuffle_buffer: int = 1000,
         prompt_dropout: float = 0.1,
         tokenizer: str | os.PathLike[str] | None = None,
+        text_dropout: float = 0.0,
     ) -> None:
-        super().__init__(seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer)
+        super().__init__(
+            seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer,
+            text_dropout=text_dropout,
+        )  # fmt: skip
         named = dict(subsets) if isinstance(subsets, dict) else {str(i): s for i, s in enumerate(subsets)}
         if not named:
             raise ValueError("MixtureDataModule.subsets is empty: give at least one subset")

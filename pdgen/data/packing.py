@@ -38,8 +38,12 @@ Why each piece:
   ``train_criticised`` is set, its plan text gets no CE and its image no noised copy (no MSE), so the model
   learns to *recognise* the mistake, never to make it. The critique and the correction are trained.
 
-For classifier-free guidance the caller may drop the prompt or the input image of a sample (``sample``'s
-``drop_*`` flags; BAGEL's condition dropout), so the model also learns the unconditional contexts.
+For classifier-free guidance the caller may drop the prompt, every text, or the input image of a sample
+(``sample``'s ``drop_*`` flags; BAGEL's condition dropout), so the model learns the unconditional contexts.
+
+Two more layouts are BAGEL's pre-training samples, for the base stage and the single-pass baseline:
+``text_to_image`` (a caption, then one noised image and nothing else) and ``image_to_text`` (a ViT copy, then
+its caption with CE).
 
 Token counts are known from text lengths and image sizes alone, so ``TrajectoryPacker.sample`` is cheap (no
 pixels are touched); ``TrajectoryPacker.collate`` resizes images and builds the tensors for one pack only.
@@ -127,7 +131,7 @@ class PackingConfig:
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> PackingConfig:
-        """A preset (``bagel-7b-mot`` or ``tiny``, named like the trunk presets) with fields overridden."""
+        """A preset (``bagel-7b-mot``, ``tiny``, ``embedded``: named like the trunks), fields overridden."""
         if name not in PACKING_PRESETS:
             raise ValueError(
                 f"unknown packing preset {name!r}; known presets: {', '.join(sorted(PACKING_PRESETS))}"
@@ -146,20 +150,26 @@ class PackingConfig:
         return cls(**{**geometry, **overrides})
 
 
+_TINY = PackingConfig(
+    max_latent_size=16,
+    vit_patch_size=8,
+    vit_max_patches_per_side=16,
+    vae_min_size=32,
+    vae_max_size=64,
+    vit_min_size=32,
+    vit_max_size=64,
+)
+
 PACKING_PRESETS: dict[str, PackingConfig] = {
     # Paper: generation at 512-1024 px; ViT sizes of BAGEL's edit data (224-518 px).
     "bagel-7b-mot": PackingConfig(),
     # The tiny trunk: 16 px latent tokens on a 16 x 16 table, 8 px ViT patches on a 16 x 16 table;
     # the shapes world renders at 32-64 px.
-    "tiny": PackingConfig(
-        max_latent_size=16,
-        vit_patch_size=8,
-        vit_max_patches_per_side=16,
-        vae_min_size=32,
-        vae_max_size=64,
-        vit_min_size=32,
-        vit_max_size=64,
-    ),
+    "tiny": _TINY,
+    # The embedded default (`configs/full.yaml`): the tiny geometry and a ViT copy of every generated image,
+    # so that whether to inspect an image is the model's choice (what it writes next, as its data shows it),
+    # not the loop's.
+    "embedded": dataclasses.replace(_TINY, vit_images="all"),
 }
 
 
@@ -210,6 +220,10 @@ class ImageSplit:
 
 
 Split = TextSplit | ImageSplit
+
+ImageCopy = Literal["noised", "clean", "vit"]
+IMAGE_COPIES: tuple[ImageCopy, ...] = ("noised", "clean", "vit")
+"""The copies an image can have in a pack, in the order they are laid out."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +318,7 @@ class TrajectoryPacker:
         where: str = "trajectory",
         drop_prompt: bool = False,
         drop_input_image: bool = False,
+        drop_text: bool = False,
     ) -> PackedSample:
         """Lay out one trajectory (no pixels are read).
 
@@ -315,6 +330,10 @@ class TrajectoryPacker:
                 caller draws the coin).
             drop_input_image: leave the input image out (image CFG; BAGEL's ``vae/vit_cond_dropout_prob``).
                 Its RoPE ids stay reserved, as in BAGEL.
+            drop_text: leave out every text, the prompt and the model's own plans and inspections, and keep
+                only the images and their MSE targets: the unconditional context of text CFG when the loop
+                guides with the images alone (BAGEL's think mode keeps generated text out of its
+                ``cfg_text_context``). No CE label is kept: every decision would now read a wrong next token.
         """
         steps = trajectory.steps
         # Plan and inspect texts exactly as the tagged text writes them: one per Plan, Refine and Inspect.
@@ -324,10 +343,8 @@ class TrajectoryPacker:
             # Nothing precedes the input image, so no label ever reads this turn's first_token.
             turns.append(_Turn([], decides_next=False, first_token=-1, skipped_positions=2))  # VAE + ViT
         elif trajectory.input_image is not None:
-            turns.append(
-                self._image_turn(trajectory.input_image, generated=False, target=False, understood=True)
-            )
-        if not drop_prompt:
+            turns.append(self._image_turn(trajectory.input_image, ("clean", "vit"), decides_next=False))
+        if not (drop_prompt or drop_text):
             turns.append(self._text_turn(trajectory.prompt, None, f"{where}.prompt"))
         for i, step in enumerate(steps):
             trained = self.config.train_criticised or not self._is_criticised(steps, i)
@@ -340,9 +357,38 @@ class TrajectoryPacker:
             if isinstance(step, Sketch | Refine):
                 inspected = i + 1 < len(steps) and isinstance(steps[i + 1], Inspect)
                 understood = inspected or self.config.vit_images == "all"
-                turns.append(
-                    self._image_turn(step.image, generated=True, target=trained, understood=understood)
-                )
+                copies = ("noised",) * trained + ("clean",) + ("vit",) * understood
+                turns.append(self._image_turn(step.image, copies, decides_next=not drop_text))
+        if drop_text:
+            turns = [turn for turn in turns if not isinstance(turn.splits[0], TextSplit)]
+        return PackedSample(tuple(self._with_positions_and_decisions(turns)))
+
+    def text_to_image(
+        self, caption: str, image: Image.Image, where: str = "sample", drop_caption: bool = False
+    ) -> PackedSample:
+        """A caption, then the image it describes as a generation target: one noised copy and nothing else.
+
+        BAGEL's text-to-image pre-training sample, and the layout of single-pass generation (the loop's
+        ``single_pass`` mode writes the prompt and samples one image at the next RoPE id). Nothing follows the
+        image, so it needs no clean copy and decides nothing: nearly every token carries the MSE loss.
+        ``drop_caption`` leaves the caption out (the unconditional context of text CFG).
+        """
+        turns = [] if drop_caption else [self._text_turn(caption, None, f"{where}.caption")]
+        turns.append(self._image_turn(image, ("noised",), decides_next=False))
+        return PackedSample(tuple(self._with_positions_and_decisions(turns)))
+
+    def image_to_text(self, image: Image.Image, caption: str, where: str = "sample") -> PackedSample:
+        """An image seen through the ViT, then its caption with CE (role ``INSPECT``).
+
+        BAGEL's image-to-text pre-training sample: it teaches the understanding path to read an image, which
+        is what the inspector does with every image it judges.
+        """
+        caption_turn = self._text_turn(caption, CeRole.INSPECT, f"{where}.caption")
+        # The sample ends with the caption's <|im_end|>: nothing is decided after it.
+        turns = [
+            self._image_turn(image, ("vit",), decides_next=False),
+            dataclasses.replace(caption_turn, decides_next=False),
+        ]
         return PackedSample(tuple(self._with_positions_and_decisions(turns)))
 
     @staticmethod
@@ -365,19 +411,22 @@ class TrajectoryPacker:
         split = TextSplit(ids=ids, position=-1, labels=labels)
         return _Turn([split], decides_next=role is not None, first_token=self.ids.im_start)
 
-    def _image_turn(self, image: Image.Image, generated: bool, target: bool, understood: bool) -> _Turn:
-        """The copies of an image: noised (if a generation ``target``), clean VAE, ViT (if ``understood``)."""
+    def _image_turn(self, image: Image.Image, copies: Sequence[ImageCopy], decides_next: bool) -> _Turn:
+        """The ``copies`` of an image, in this order: ``noised`` (generation target), ``clean`` VAE, ``vit``.
+
+        A generated image's last copy decides continue or stop (``decides_next``); an input image is given and
+        decides nothing.
+        """
         c = self.config
         vae_grid = image_grid(image.size, c.vae_min_size, c.vae_max_size, c.latent_downsample)
-        splits: list[Split] = []
-        if target:
-            splits.append(ImageSplit(image, "vae", vae_grid, position=-1, noised=True))
-        splits.append(ImageSplit(image, "vae", vae_grid, position=-1))
-        if understood:
-            vit_grid = image_grid(image.size, c.vit_min_size, c.vit_max_size, c.vit_patch_size)
-            splits.append(ImageSplit(image, "vit", vit_grid, position=-1))
-        # A generated image's last copy decides continue or stop; an input image is given, nothing is decided.
-        return _Turn(splits, decides_next=generated, first_token=self.ids.vision_start)
+        vit_grid = image_grid(image.size, c.vit_min_size, c.vit_max_size, c.vit_patch_size)
+        made = {
+            "noised": lambda: ImageSplit(image, "vae", vae_grid, position=-1, noised=True),
+            "clean": lambda: ImageSplit(image, "vae", vae_grid, position=-1),
+            "vit": lambda: ImageSplit(image, "vit", vit_grid, position=-1),
+        }
+        splits: list[Split] = [made[copy]() for copy in IMAGE_COPIES if copy in copies]
+        return _Turn(splits, decides_next=decides_next, first_token=self.ids.vision_start)
 
     def _with_positions_and_decisions(self, turns: list[_Turn]) -> list[Split]:
         """Assign RoPE ids in order and put the SPECIAL label on each deciding turn's last token."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -161,6 +162,9 @@ class PromptsDataModule(L.LightningDataModule):
         path: the prompt source: a .txt, a .jsonl (GenEval / ShapesEval metadata) or
             ``shapes:SPLIT[:PER_TAG]``.
         samples_per_prompt: samples drawn per prompt (GenEval draws 4).
+        min_images_per_tag: draw more samples of the prompts of a GenEval tag that has few prompts, so that
+            every tag is scored on at least this many images (ShapesEval's test split has 1-2 single-object
+            prompts: 20 samples each give 40 images); None draws ``samples_per_prompt`` of every prompt.
         seed: the run seed; sample k of prompt i is seeded with ``sample_seed(seed, i, k)``.
         limit: only the first `limit` prompts.
         root: the training shard set whose saved tokenizer to use.
@@ -182,6 +186,7 @@ class PromptsDataModule(L.LightningDataModule):
         self,
         path: str,
         samples_per_prompt: int = 1,
+        min_images_per_tag: int | None = None,
         seed: int = 0,
         limit: int | None = None,
         root: str | os.PathLike[str] | None = None,
@@ -207,6 +212,11 @@ class PromptsDataModule(L.LightningDataModule):
             raise ValueError(f"PromptsDataModule: baseline={baseline!r} needs mode='process'")
         self.path = path
         self.samples_per_prompt = samples_per_prompt
+        if min_images_per_tag is not None and min_images_per_tag < 1:
+            raise ValueError(
+                f"PromptsDataModule.min_images_per_tag={min_images_per_tag} must be >= 1 (or None)"
+            )
+        self.min_images_per_tag = min_images_per_tag
         self.seed = seed
         self.limit = limit
         self.root = None if root is None else Path(root)
@@ -277,11 +287,20 @@ class PromptsDataModule(L.LightningDataModule):
         self.requests = [
             PredictRequest(r.index, k, r.prompt, r.metadata, sample_seed(self.seed, r.index, k))
             for r in self.records
-            for k in range(self.samples_per_prompt)
+            for k in range(self.samples_of(r))
         ]
         self.tokenizer = load_tokenizer(self._tokenizer_dir())
         if self.interactive and self.image_dir is None:
             self.image_dir = Path(tempfile.mkdtemp(prefix="pdgen-interactive-"))
+
+    def samples_of(self, record: PromptRecord) -> int:
+        """How many samples of `record` to draw: ``samples_per_prompt``, or more where its tag is short of
+        ``min_images_per_tag`` images."""
+        tag = (record.metadata or {}).get("tag")
+        if self.min_images_per_tag is None or tag is None:
+            return self.samples_per_prompt
+        prompts = sum((r.metadata or {}).get("tag") == tag for r in self.records)
+        return max(self.samples_per_prompt, math.ceil(self.min_images_per_tag / prompts))
 
     def _tokenizer_dir(self) -> Path:
         if self.tokenizer_path is not None:

@@ -32,6 +32,10 @@ class GenerationConfig:
             sampling steps (BAGEL: 50).
         timestep_shift: s in ``t <- s t / (1 + (s - 1) t)``; larger values spend more steps near noise.
         cfg_text_scale: text guidance; 1.0 turns it off (no extra forward passes).
+        cfg_text_drops: what text guidance's unconditional context leaves out: the ``prompt`` (what prompt
+            dropout trains) or every ``text``, the prompt and the model's plans and inspections (what text
+            dropout trains, ``pdgen.data.layout``; BAGEL's think mode). With ``prompt`` the plan, which
+            repeats the prompt, stays in both contexts, and guidance has little to amplify.
         cfg_img_scale: image guidance; 1.0 turns it off. Its unconditional context holds no image.
         cfg_interval: guidance applies at flow times t with ``lo < t <= hi``; plain conditional
             velocity elsewhere.
@@ -62,6 +66,7 @@ class GenerationConfig:
     num_timesteps: int = 50
     timestep_shift: float = 3.0
     cfg_text_scale: float = 4.0
+    cfg_text_drops: Literal["prompt", "text"] = "prompt"
     cfg_img_scale: float = 1.0
     cfg_interval: tuple[float, float] = (0.4, 1.0)
     cfg_renorm_type: RenormType = "global"
@@ -86,6 +91,10 @@ class GenerationConfig:
             (self.num_timesteps >= 2, f"num_timesteps={self.num_timesteps} must be at least 2"),
             (self.timestep_shift > 0, f"timestep_shift={self.timestep_shift} must be positive"),
             (self.cfg_text_scale >= 1.0, f"cfg_text_scale={self.cfg_text_scale} must be >= 1.0 (1.0 = off)"),
+            (
+                self.cfg_text_drops in ("prompt", "text"),
+                f"cfg_text_drops={self.cfg_text_drops!r}; expected 'prompt' or 'text'",
+            ),
             (self.cfg_img_scale >= 1.0, f"cfg_img_scale={self.cfg_img_scale} must be >= 1.0 (1.0 = off)"),
             (
                 len(self.cfg_interval) == 2 and 0.0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1.0,

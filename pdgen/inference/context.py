@@ -16,7 +16,11 @@ Two interchangeable sequences (habit 5, fast path + reference):
 `Contexts` holds the conditional sequence and the unconditional ones guidance needs:
 
 - text-unconditional: the conditional context *without the prompt* (what training's prompt dropout shows
-  the model; in single-pass mode the empty context, BAGEL's text-to-image unconditional);
+  the model; in single-pass mode the empty context, BAGEL's text-to-image unconditional), or *without any
+  text* (the prompt, the plans and the inspections: what training's text dropout shows; BAGEL's think mode
+  keeps its generated text out of the text-unconditional context the same way). Only the second makes
+  guidance amplify what the plan asks for: the plan repeats the prompt, so the first differs from the
+  conditional context by little more than the prompt;
 - image-unconditional: the conditional context *without any image* (BAGEL never adds images to its image
   CFG context); their RoPE ids stay reserved, as when training drops an image.
 
@@ -43,7 +47,7 @@ from pdgen.models.attention import PackedAttentionMeta, packed_attention
 from pdgen.models.bagel import BagelTrunk, KVCache
 
 Part = Literal["prompt", "text", "image"]
-"""What a written block is; an unconditional context leaves out one part."""
+"""What a written block is; an unconditional context leaves out one part or two."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ Snapshot = tuple[KVCache, int] | tuple[int, int]
 class _Unconditional:
     """A guidance context: a sequence, the part it leaves out, and the blocks waiting to be written."""
 
-    def __init__(self, sequence: AnySequence, leaves_out: Part) -> None:
+    def __init__(self, sequence: AnySequence, leaves_out: frozenset[Part]) -> None:
         self.sequence = sequence
         self.leaves_out = leaves_out
         self.pending: list[Block] = []
@@ -186,15 +190,26 @@ class Contexts:
         image_guidance: keep an image-unconditional context (``cfg_img_scale > 1``).
         kv_cache: `CachedSequence` (True) or the `RecomputedSequence` reference (False).
         costs: where forward passes are counted.
+        text_uncond_drops: what the text-unconditional context leaves out: ``prompt`` or every ``text``
+            (the prompt and the model's own texts).
     """
 
     def __init__(
-        self, trunk: BagelTrunk, text_guidance: bool, image_guidance: bool, kv_cache: bool, costs: Costs
+        self,
+        trunk: BagelTrunk,
+        text_guidance: bool,
+        image_guidance: bool,
+        kv_cache: bool,
+        costs: Costs,
+        text_uncond_drops: Literal["prompt", "text"] = "prompt",
     ) -> None:
         new = CachedSequence if kv_cache else RecomputedSequence
         self.cond = new(trunk)
-        self.text_uncond = _Unconditional(new(trunk), "prompt") if text_guidance else None
-        self.image_uncond = _Unconditional(new(trunk), "image") if image_guidance else None
+        text_parts: frozenset[Part] = frozenset(
+            ("prompt",) if text_uncond_drops == "prompt" else ("prompt", "text")
+        )
+        self.text_uncond = _Unconditional(new(trunk), text_parts) if text_guidance else None
+        self.image_uncond = _Unconditional(new(trunk), frozenset(("image",))) if image_guidance else None
         self.costs = costs
 
     def write(self, block: Block, part: Part) -> torch.Tensor:
@@ -230,7 +245,7 @@ class Contexts:
         for uncond in (self.text_uncond, self.image_uncond):
             if uncond is None:
                 continue
-            if part == uncond.leaves_out:
+            if part in uncond.leaves_out:
                 uncond.differs = True
                 if block.kind == "image":  # a dropped image keeps its RoPE id reserved, as in training
                     uncond.sequence.rope += block.rope_span()

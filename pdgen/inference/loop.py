@@ -198,6 +198,7 @@ class _Loop:
             image_guidance=config.cfg_img_scale > 1.0,
             kv_cache=config.kv_cache,
             costs=self.costs,
+            text_uncond_drops=config.cfg_text_drops,
         )
         # Built once per generation, not per token or per Euler step: the loop's own work between forward
         # passes is part of what the process costs over single-pass generation (tools/bench_generate.py).

@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -117,6 +119,8 @@ class ProcessDrivenModule(LightningModule):
         gradient_checkpointing: bool = False,
         attn_impl: Literal["sdpa", "flex", "triton"] = "sdpa",
         seed: int = 0,
+        init_from: str | None = None,
+        init_from_config: str | None = None,
     ) -> None:
         """
         Args:
@@ -147,6 +151,13 @@ class ProcessDrivenModule(LightningModule):
             gradient_checkpointing: recompute decoder layers in the backward pass (memory for time).
             attn_impl: packed attention: `sdpa` (dense mask; the CPU training path), `flex`, `triton`.
             seed: seed of the module's generator for flow times and noise (saved with checkpoints).
+            init_from: a `pdgen fit` checkpoint whose trunk weights this run starts from (its EMA average
+                where it has one): the base stage's, for the paper's recipe. Loaded by key at the start of a
+                fit; a checkpoint of another trunk fails naming the keys that differ. A resumed fit
+                (`--ckpt_path`) restores its own weights over it.
+            init_from_config: the config that trains `init_from` when the file is missing
+                (`configs/base.yaml`): `prepare_data` runs `pdgen fit -c` on it first, in a child process, and
+                says so in the log.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -178,12 +189,85 @@ class ProcessDrivenModule(LightningModule):
         self.planner_head = PlannerHead(vision_start_id, own_head())
         self.inspector_head = InspectorHead(vision_start_id, own_head())
 
+    def prepare_data(self) -> None:
+        """Trains the `init_from` checkpoint first when it is missing and `init_from_config` says how.
+
+        Lightning calls this once per machine, after the datamodule's `prepare_data` and before any `setup`,
+        so the base stage's data (and its tokenizer, which the recipe reads its subsets with) exist by then.
+        """
+        init_from, recipe = self.hparams.init_from, self.hparams.init_from_config
+        if init_from is None or Path(init_from).is_file():
+            return
+        if recipe is None:
+            raise ValueError(
+                f"model.init_from={init_from!r} does not exist; train it first, or set "
+                "model.init_from_config to the config that trains it (configs/base.yaml for the base stage)"
+            )
+        command = [sys.executable, "-m", "pdgen.cli", "fit", "-c", str(recipe)]
+        log.warning("no checkpoint at %s: training it first with `pdgen fit -c %s`", init_from, recipe)
+        subprocess.run(command, check=True)
+        if not Path(init_from).is_file():
+            raise ValueError(
+                f"`pdgen fit -c {recipe}` finished without writing model.init_from={init_from!r}: the "
+                "config's checkpoint path and init_from must name the same file"
+            )
+
+    def load_trunk_weights(self, path: str | Path) -> None:
+        """Copies the trunk weights of the `pdgen fit` checkpoint `path` into this module's trunk, by key.
+
+        The EMA average is taken where the checkpoint holds one (what `pdgen predict` would sample with), the
+        raw weights otherwise; heads share the trunk's `lm_head`, so they come along. LoRA adapters, if this
+        module has them, stay as initialised (their base layers take the weights).
+
+        Raises:
+            ValueError: `path` is not a checkpoint, or its trunk's keys or shapes differ from this trunk's.
+        """
+        from pdgen.lit.callbacks import EMA
+
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            weights = dict(checkpoint["state_dict"])
+        except Exception as err:  # torch raises several types for a file that is not a checkpoint
+            raise ValueError(
+                f"model.init_from={str(path)!r} is not a readable pdgen checkpoint: {err}"
+            ) from err
+        ema = checkpoint.get("callbacks", {}).get(EMA().state_key) or {}
+        weights.update(ema.get("shadow", {}))
+        prefix = "trunk."
+        theirs = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+        mine = self.trunk.state_dict()
+        # peft keeps a wrapped layer's own weight under `base_layer`; the checkpoint names it plainly.
+        plain = {name: name.replace(".base_layer.", ".") for name in mine if "lora_" not in name}
+        missing = sorted(name for name, key in plain.items() if key not in theirs)
+        unexpected = sorted(set(theirs) - set(plain.values()))
+        wrong = sorted(n for n, k in plain.items() if k in theirs and theirs[k].shape != mine[n].shape)
+        if missing or unexpected or wrong:
+            problems = [
+                f"{len(keys)} {what} (e.g. {keys[0]!r})"
+                for what, keys in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("of another shape", wrong),
+                )
+                if keys
+            ]
+            raise ValueError(
+                f"model.init_from={str(path)!r} is not a checkpoint of this trunk "
+                f"({self.trunk.config.name!r}): its trunk weights have {', '.join(problems)} keys"
+            )
+        with torch.no_grad():
+            for name, key in plain.items():
+                mine[name].copy_(theirs[key])
+        log.info("trunk weights from %s (%s)", path, "EMA average" if ema.get("shadow") else "raw weights")
+
     def setup(self, stage: str) -> None:
-        """Sets the datamodule's packing geometry from the trunk; reads `<|vision_start|>` off its tokenizer.
+        """Loads `init_from`; sets the datamodule's packing geometry from the trunk; reads `<|vision_start|>`.
 
         Runs after the datamodule's `setup` and before its loaders are made (Lightning's order), so packs are
         built for this trunk whatever packing preset the datamodule was given.
         """
+        if stage == "fit" and self.hparams.init_from is not None:
+            self.load_trunk_weights(self.hparams.init_from)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         packing = getattr(datamodule, "packing_config", None)
         if isinstance(packing, PackingConfig):

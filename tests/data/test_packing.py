@@ -142,6 +142,49 @@ def test_dropped_conditions_leave_their_tokens_out(tokenizer):
     assert no_image.splits[1:] == full.splits[3:]
 
 
+def test_dropped_text_keeps_only_the_images_and_no_label(tokenizer):
+    """The unconditional context of guidance by images alone: no prompt, plan or inspection, no CE label (a
+    decision would now predict the wrong next token), every MSE target kept, RoPE ids one per image copy."""
+    trajectory = Trajectory(
+        "a circle and a square",
+        [Plan("Add a circle.", "A circle."), Sketch(image()), Plan("Add a square.", "Two."), Sketch(image())],
+    )
+    packer = TrajectoryPacker(tokenizer, TINY)
+    sample = packer.sample(trajectory, drop_text=True)
+    assert layout(sample) == [
+        ("vae", "noise", 4 * 4 + 2, 0),
+        ("vae", "full", 4 * 4 + 2, 0),
+        ("vae", "noise", 4 * 4 + 2, 1),
+        ("vae", "full", 4 * 4 + 2, 1),
+    ]
+    assert all(split.labels == () for split in sample.splits)
+    full = packer.sample(trajectory)
+    assert sum(s.noised for s in sample.splits) == sum(getattr(s, "noised", False) for s in full.splits)
+
+
+def test_text_to_image_is_a_caption_and_one_noised_copy(tokenizer):
+    """BAGEL's text-to-image sample (the base stage, single pass): nothing follows the image, so it has no
+    clean copy and decides nothing; the image takes the RoPE id after the caption, as the loop queries it."""
+    packer = TrajectoryPacker(tokenizer, TINY)
+    caption = "a photo of a red circle"
+    n_caption = len(encode_text(tokenizer, caption)) + 2
+    sample = packer.text_to_image(caption, image())
+    assert layout(sample) == [("text", "causal", n_caption, 0), ("vae", "noise", 4 * 4 + 2, n_caption)]
+    assert all(split.labels == () for split in sample.splits)
+    assert layout(packer.text_to_image(caption, image(), drop_caption=True)) == [("vae", "noise", 18, 0)]
+
+
+def test_image_to_text_reads_the_image_and_trains_its_caption(tokenizer, ids):
+    packer = TrajectoryPacker(tokenizer, TINY)
+    caption = "a photo of a red circle"
+    body = encode_text(tokenizer, caption)
+    vit, text = packer.image_to_text(image(), caption).splits
+    assert (vit.kind, vit.mode, vit.labels) == ("vit", "full", ())
+    assert text.position == 1 and text.ids == (ids.im_start, *body, ids.im_end)
+    targets = [(label.target, label.role) for label in text.labels]
+    assert targets == [(t, INSPECT) for t in (*body, ids.im_end)]
+
+
 def test_vit_images_all_gives_every_generated_image_a_vit_copy(tokenizer):
     trajectory = Trajectory("a star", [Plan("Add a star.", "A star."), Sketch(image())])
     config = PackingConfig.from_name("tiny", vit_images="all")

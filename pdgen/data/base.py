@@ -1,0 +1,239 @@
+"""The base stage's data: single shapes-world scenes with a caption, BAGEL's pre-training in miniature.
+
+The paper fine-tunes BAGEL, which was pre-trained at scale on text -> image and image -> text before it
+ever saw a process. The embedded trunk has no such past, so its recipe gets one: a *base stage* trained on
+caption pairs (``configs/base.yaml``), whose checkpoint the paper's recipe starts from
+(``configs/full.yaml``). A sample is a caption and one picture, stored as a trajectory drawn in one pass::
+
+    Trajectory(caption, [Sketch(image)])
+
+and laid out for training by ``pdgen.data.layout.CaptionLayout``: caption -> image (text-to-image) or image ->
+caption (the understanding path, which the inspector reads images with).
+
+Captions come in the two voices the process uses, so that what the base model learns to draw from is what the
+process later writes before each image:
+
+- with probability ``describe``: the world's *scene description* of one step of a rollout (a plan's
+  ``<des>``: "The scene shows a red circle above a blue square on a grey background.", or the empty
+  background), and that step's render. Steps are drawn uniformly, so scenes of one object are common: what
+  single-object prompts ask;
+- otherwise: the GenEval-style *prompt* ("a photo of a red circle above a blue square") and its final scene.
+
+Prompts come from ShapesEval's train split, a tag drawn uniformly per sample (as the multi-turn subset
+does), so the test split's (tag, classes, colours) tuples are never seen. Sample ``i`` is a function of
+``(spec.seed, i)`` alone.
+
+The build also trains the embedded tokenizer, on its captions *and* on the text of multi-turn trajectories
+(plans with their edit steps), so that the base checkpoint and the recipe that starts from it read every
+text with the same token ids: ``configs/full.yaml`` reads all its subsets with this tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pdgen.data.build import (
+    AUGMENT_FLAG,
+    TOKENIZER_DIR,
+    MultiTurnSpec,
+    multiturn_trajectories,
+    train_prompts_by_tag,
+    train_world_tokenizer,
+    world_config,
+)
+from pdgen.data.datamodules import ShardDataModule
+from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
+from pdgen.trajectory import Sketch, Trajectory
+from pdgen.world.rollout import rollout
+
+log = logging.getLogger(__name__)
+
+SUBSET = "base"
+"""The manifest's ``subset`` for this build."""
+_VAL_OFFSET = 1 << 40
+"""Validation samples are numbered from here, so they never share a seed with a training one."""
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """What a base-stage build contains; equal specs give byte-identical samples.
+
+    Args:
+        num_samples: training caption pairs.
+        val_size: held-out pairs (same prompts, other seeds) for validation.
+        seed: the data seed; sample ``i`` depends on ``(seed, i)`` only.
+        world: the world preset (``WorldConfig.from_name``).
+        describe: share of captions that are a step's scene description rather than the prompt.
+        tokenizer_trajectories: multi-turn trajectories (augmented) whose text the tokenizer also learns.
+        samples_per_shard: pairs per webdataset shard.
+    """
+
+    num_samples: int = 20_000
+    val_size: int = 64
+    seed: int = 0
+    world: str = "default"
+    describe: float = 0.5
+    tokenizer_trajectories: int = 2_000
+    samples_per_shard: int = 2_000
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError(f"BaseSpec.num_samples must be >= 1, got {self.num_samples}")
+        if self.val_size < 0:
+            raise ValueError(f"BaseSpec.val_size must be >= 0, got {self.val_size}")
+        if not 0.0 <= self.describe <= 1.0:
+            raise ValueError(f"BaseSpec.describe is a probability in [0, 1], got {self.describe}")
+        if self.tokenizer_trajectories < 0:
+            raise ValueError(
+                f"BaseSpec.tokenizer_trajectories must be >= 0, got {self.tokenizer_trajectories}"
+            )
+        if self.samples_per_shard < 1:
+            raise ValueError(f"BaseSpec.samples_per_shard must be >= 1, got {self.samples_per_shard}")
+        world_config(self.world)  # an unknown preset fails here, naming the presets
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def base_sample(spec: BaseSpec, index: int) -> Trajectory:
+    """Caption pair number ``index`` of the build ``spec`` (validation pairs are numbered from 2**40).
+
+    One generator seeded with ``(spec.seed, index)`` draws the tag, the prompt, the rollout's seed, the voice
+    of the caption and, for a description, the step.
+    """
+    rng = np.random.default_rng([spec.seed, index])
+    groups = train_prompts_by_tag(spec.world)
+    group = groups[rng.integers(len(groups))]
+    prompt = group[rng.integers(len(group))]
+    steps = rollout(prompt, int(rng.integers(1 << 62)), world_config(spec.world))
+    if rng.random() < spec.describe:
+        step = steps[rng.integers(len(steps))]
+        return Trajectory(step.goal.des, [Sketch(step.image)])
+    return Trajectory(prompt, [Sketch(steps[-1].image)])
+
+
+def base_samples(spec: BaseSpec, split: str = "train") -> Iterator[Trajectory]:
+    """Every caption pair of one split of the build, in index order."""
+    if split == "train":
+        indexes: Iterable[int] = range(spec.num_samples)
+    elif split == "val":
+        indexes = range(_VAL_OFFSET, _VAL_OFFSET + spec.val_size)
+    else:
+        raise ValueError(f"unknown split {split!r}; splits are 'train' and 'val'")
+    return (base_sample(spec, index) for index in indexes)
+
+
+def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = False) -> dict[str, Any]:
+    """Write the base-stage subset under ``root``: shards, tokenizer and, last, the manifest; returns it.
+
+    The same layout and atomicity as every other subset (``pdgen.data.build.build_multiturn``): an interrupted
+    build leaves no manifest and is rebuilt by the next ``prepare_data``.
+
+    Args:
+        root: the output directory (created).
+        spec: what to build.
+        progress: show a progress bar (tqdm, on stderr).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "building %d + %d base-stage caption pairs in %s (%s)", spec.num_samples, spec.val_size, root, spec
+    )
+    texts: list[str] = []
+    splits: dict[str, Any] = {}
+    stats = SubsetStats()
+    bar = tqdm(total=spec.num_samples + spec.val_size, unit="pair", desc="base pairs", disable=not progress)
+    for split in ("train", "val"):
+        with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
+            for number, sample in enumerate(base_samples(spec, split)):
+                writer.write(f"{split}{number:09d}", sample)
+                if split == "train":
+                    stats.add(sample)
+                    texts.append(sample.prompt)
+                bar.update()
+        splits[split] = writer.entry
+    bar.close()
+    if spec.tokenizer_trajectories:
+        plans = MultiTurnSpec(spec.tokenizer_trajectories, 0, spec.seed, spec.world, AUGMENT_FLAG)
+        texts += [t.to_text() for t in multiturn_trajectories(plans)]
+    train_world_tokenizer(texts, root / TOKENIZER_DIR)
+    manifest = {
+        "subset": SUBSET,
+        "spec": spec.to_dict(),
+        "tokenizer": TOKENIZER_DIR,
+        "splits": splits,
+        "stats": stats.table(),
+    }
+    write_manifest(root, manifest)
+    log.info("wrote %s: %s", root, stats.table())
+    return manifest
+
+
+class BaseDataModule(ShardDataModule):
+    """The base stage (``configs/base.yaml``): caption pairs of single scenes, BAGEL's pre-training in small.
+
+    Each pair is laid out as text -> image, or with probability ``image_to_text`` as image -> caption
+    (``pdgen.data.layout.CaptionLayout``); a text-to-image caption is dropped with probability
+    ``prompt_dropout`` (text CFG's unconditional context). Samples are short and alike in length, so a pack
+    holds many of them and nearly every token of a text-to-image sample carries the MSE loss.
+    ``prepare_data`` builds the shards and the embedded tokenizer under ``root`` when they are missing.
+
+    Args:
+        root: the shard set's directory; built there if it holds none.
+        num_samples: training caption pairs to build.
+        world: the shapes world preset.
+        describe: share of captions that are a step's scene description rather than the prompt.
+        image_to_text: share of samples laid out image -> caption.
+        seed: seeds the build, the shard order, the shuffle and the layout coins.
+        packing: the ``PackingConfig`` preset named like the trunk (``tiny`` or ``bagel-7b-mot``).
+        max_tokens: capacity of a pack, in tokens (a pack is emitted once 97 % full).
+        num_workers: DataLoader worker processes for training (0 reads in the main process).
+        val_size: held-out pairs for validation.
+        tokenizer_trajectories: multi-turn trajectories whose text the tokenizer learns beside the captions.
+        samples_per_shard: pairs per shard.
+        shuffle_buffer: pairs held for shuffling within a reader.
+        prompt_dropout: probability that a text-to-image sample's caption is left out.
+        tokenizer: a tokenizer directory; None uses (and builds) the one trained with the shards.
+    """
+
+    subset = SUBSET
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = "data/base",
+        num_samples: int = 20_000,
+        world: str = "default",
+        describe: float = 0.5,
+        image_to_text: float = 0.2,
+        seed: int = 0,
+        packing: str = "tiny",
+        max_tokens: int = 2048,
+        num_workers: int = 1,
+        val_size: int = 64,
+        tokenizer_trajectories: int = 2_000,
+        samples_per_shard: int = 2_000,
+        shuffle_buffer: int = 1000,
+        prompt_dropout: float = 0.1,
+        tokenizer: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.image_to_text = image_to_text
+        super().__init__(
+            root, seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer, "caption"
+        )
+        self.build_spec = BaseSpec(
+            num_samples, val_size, seed, world, describe, tokenizer_trajectories, samples_per_shard
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return self.build_spec.to_dict()
+
+    def build(self) -> dict[str, Any]:
+        return build_base(self.root, self.build_spec, progress=True)

@@ -1,0 +1,161 @@
+"""The process, scored: did the plans build what the prompt asks, and were the inspections right?
+
+ShapesEval scores the final image; this scores the steps that led to it, from the trajectories `pdgen predict`
+saves beside the images (`pdgen.eval.predictions`), with the shapes world as the referee:
+
+- **complete plans**: the scene the last plan describes (its ``<des>``, read back by the world's parser) has
+  every object, colour, count and relation the prompt asks for, and nothing it rules out;
+- **planned right**: complete, and that last plan is the first whose scene is complete: the model added the
+  prompt's objects and stopped after the last, neither early nor after more plans;
+- **inspections**: every Inspect the model chose to make, against the world's verdict on the same step: the
+  step is wrong when its plan conflicts with the prompt (`WorldStepJudge`) or its image does not show its
+  plan (`WorldJudge.check_image`). An inspection *agrees* when it writes a ``<refine>`` exactly when the step
+  is wrong;
+- **images per prompt**, and how many trajectories could not be read (a plan whose ``<des>`` is not a scene
+  description, or no trajectory at all: single-pass samples, invalid outputs).
+
+Every rate comes with its count and a Wilson 95 % interval, because prediction runs on a CPU are small.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pdgen.eval.predictions import read_predictions
+from pdgen.scene.graph import SceneGraph
+from pdgen.scene.plan import StepGoal
+from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
+from pdgen.world.config import DEFAULT_WORLD, WorldConfig
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial rate (95 % by default); (0, 1) when ``n`` is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class Rate:
+    """A count of successes out of ``n``, reported with its Wilson 95 % interval."""
+
+    successes: int = 0
+    n: int = 0
+
+    def add(self, success: bool) -> None:
+        self.successes += int(success)
+        self.n += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        low, high = wilson_interval(self.successes, self.n)
+        rate = self.successes / self.n if self.n else None
+        return {"rate": rate, "successes": self.successes, "n": self.n, "interval_95": [low, high]}
+
+
+@dataclass
+class ProcessReport:
+    """What `score_process` measured over a prediction folder (see the module docstring)."""
+
+    trajectories: int = 0
+    unreadable: int = 0
+    complete: Rate = field(default_factory=Rate)
+    planned_right: Rate = field(default_factory=Rate)
+    inspections_agree: Rate = field(default_factory=Rate)
+    inspections_per_trajectory: float = 0.0
+    images_per_trajectory: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trajectories": self.trajectories,
+            "unreadable": self.unreadable,
+            "complete_plans": self.complete.to_dict(),
+            "planned_right": self.planned_right.to_dict(),
+            "inspections_agree": self.inspections_agree.to_dict(),
+            "inspections_per_trajectory": self.inspections_per_trajectory,
+            "images_per_trajectory": self.images_per_trajectory,
+        }
+
+
+def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> ProcessReport:
+    """Score the trajectories of a `pdgen predict` folder whose prompts are GenEval metadata rows."""
+    from pdgen.data.conflict import WorldStepJudge
+    from pdgen.judges.world import WorldJudge
+
+    report = ProcessReport()
+    judge, step_judge = WorldJudge(config), WorldStepJudge()
+    inspections = images = 0
+    for prediction in read_predictions(root):
+        row = prediction.folder.metadata
+        if "include" not in row:
+            continue
+        report.trajectories += 1
+        if prediction.trajectory is None:
+            report.unreadable += 1
+            continue
+        trajectory = Trajectory.load(prediction.trajectory)
+        prompt = SceneGraph.from_geneval(row["include"], row.get("exclude", ()))
+        scenes = _planned_scenes(trajectory)
+        if scenes is None:
+            report.unreadable += 1
+            continue
+        images += sum(isinstance(step, Sketch | Refine) for step in trajectory.steps)
+        complete = [_is_complete(prompt, scene, judge) for scene in scenes]
+        report.complete.add(complete[-1])
+        report.planned_right.add(complete[-1] and complete.index(True) == len(complete) - 1)
+        for image, plan, inspect in _inspected_steps(trajectory):
+            inspections += 1
+            goal = StepGoal("add", plan.ins, plan.des, _read(plan.des))
+            wrong = (
+                not step_judge.check_step(prompt, goal).verdict.ok or not judge.check_image(image, goal).ok
+            )
+            report.inspections_agree.add((inspect.refine is not None) == wrong)
+    readable = report.trajectories - report.unreadable
+    report.inspections_per_trajectory = inspections / readable if readable else 0.0
+    report.images_per_trajectory = images / readable if readable else 0.0
+    return report
+
+
+def _read(des: str) -> SceneGraph:
+    from pdgen.data.conflict import read_scene
+
+    return read_scene(des)
+
+
+def _planned_scenes(trajectory: Trajectory) -> list[SceneGraph] | None:
+    """The scene each plan (a Plan or a Refine's plan) describes, in order; None when one is unreadable."""
+    plans = [
+        step if isinstance(step, Plan) else step.plan
+        for step in trajectory.steps
+        if isinstance(step, Plan | Refine)
+    ]
+    try:
+        return [_read(plan.des) for plan in plans] or None
+    except ValueError:
+        return None
+
+
+def _is_complete(prompt: SceneGraph, scene: SceneGraph, judge: Any) -> bool:
+    return judge.check_plan(prompt, [StepGoal("add", "", "", scene)]).ok
+
+
+def _inspected_steps(trajectory: Trajectory) -> list[tuple[Image.Image, Plan, Inspect]]:
+    """(image, the plan it drew, the Inspect of it) for every inspection of the trajectory."""
+    out, plan, image = [], None, None
+    for step in trajectory.steps:
+        if isinstance(step, Plan):
+            plan = step
+        elif isinstance(step, Refine):
+            plan, image = step.plan, step.image
+        elif isinstance(step, Sketch):
+            image = step.image
+        elif isinstance(step, Inspect) and plan is not None and image is not None:
+            out.append((image, plan, step))
+    return out
