@@ -1,8 +1,18 @@
-"""Training and prediction: the LightningModule (module.py), callbacks (callbacks.py), QLoRA's 4-bit base
-(quantize.py), what `predict_step` runs (predict.py) and the prediction writer (writer.py)."""
+"""Training and prediction: the LightningModule (module.py), callbacks (callbacks.py), the divergence guard
+(guard.py), atomic checkpoint files (checkpoint_io.py), QLoRA's 4-bit base (quantize.py), what
+`predict_step` runs (predict.py) and the prediction writer (writer.py)."""
 
 from pdgen.lit.callbacks import EMA, TrajectoryLogger
+from pdgen.lit.checkpoint_io import AtomicCheckpointIO
+from pdgen.lit.guard import DivergenceGuard
 from pdgen.lit.module import ProcessDrivenModule
 from pdgen.lit.writer import PredictionWriter
 
-__all__ = ["EMA", "PredictionWriter", "ProcessDrivenModule", "TrajectoryLogger"]
+__all__ = [
+    "EMA",
+    "AtomicCheckpointIO",
+    "DivergenceGuard",
+    "PredictionWriter",
+    "ProcessDrivenModule",
+    "TrajectoryLogger",
+]
