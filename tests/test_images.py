@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from pdgen.images import MAX_IMAGE_PIXELS, UnreadableImage, open_image
-from pdgen.testing.images import decompression_bomb_png
+from pdgen.testing.damage import decompression_bomb_png
 
 
 def png(size=(8, 8), color="red") -> bytes:

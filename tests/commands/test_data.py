@@ -1,15 +1,14 @@
 """`pdgen data build conflict|alignment` and `pdgen data stats`: the reasoning subsets from the command line,
 and the paper's Table 1 for any built data."""
 
-import io
 import json
 import re
 import shutil
-import tarfile
 
 import pytest
 
 from pdgen.cli import main
+from pdgen.testing.damage import rewrite_shard
 
 SMALL = ["--n", "6", "--val_size", "2", "--samples_per_shard", "4"]
 
@@ -58,13 +57,7 @@ def test_stats_counts_shards_brought_without_a_manifest(data, tmp_path, capsys):
 def test_a_recount_flags_samples_missing_against_the_manifest(data, tmp_path, capsys):
     copy = tmp_path / "alignment"
     shutil.copytree(data / "alignment", copy)
-    shard = copy / "train-000000.tar"
-    with tarfile.open(shard) as tar:
-        key = tar.getnames()[0].split(".")[0]
-        first = [(info, tar.extractfile(info).read()) for info in tar if info.name.startswith(f"{key}.")]
-    with tarfile.open(shard, "w") as tar:  # a valid tar cut after its first sample (of 4)
-        for info, payload in first:
-            tar.addfile(info, io.BytesIO(payload))
+    rewrite_shard(copy / "train-000000.tar", keep=1)  # a valid tar cut after its first sample (of 4)
     main(["data", "stats", str(copy), "--recount"])
     out = capsys.readouterr().out
     assert re.search(r"\| Total samples +\| +3 \|", out)

@@ -21,7 +21,7 @@ from pdgen.data.datamodules import (
 )
 from pdgen.data.packing import PackedBatch
 from pdgen.data.shards import ReaderPart
-from pdgen.testing.images import decompression_bomb_png
+from pdgen.testing.damage import decompression_bomb_png, rewrite_shard
 from pdgen.trajectory import Inspect
 
 SMALL = dict(num_trajectories=48, val_size=6, samples_per_shard=8, max_tokens=1024, shuffle_buffer=16)
@@ -180,20 +180,6 @@ class MetricsRecorder(L.pytorch.loggers.Logger):
 
     def log_hyperparams(self, params, *args, **kwargs):
         pass
-
-
-def rewrite_shard(shard, keep: int | None = None, replace: dict | None = None) -> None:
-    """Rewrite ``shard`` with its first ``keep`` samples (a cut at a sample boundary: still a valid tar)
-    and the members named in ``replace`` given other bytes."""
-    with tarfile.open(shard) as tar:
-        members = [(info, tar.extractfile(info).read()) for info in tar if info.isfile()]
-    kept = sorted({info.name.split(".")[0] for info, _ in members})[:keep]
-    with tarfile.open(shard, "w") as tar:
-        for info, data in members:
-            if info.name.split(".")[0] in kept:
-                data = (replace or {}).get(info.name, data)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
 
 
 def damage(built, root) -> None:

@@ -20,7 +20,7 @@ from pdgen.data.shards import (
     write_manifest,
 )
 from pdgen.data.skips import SkipCounter
-from pdgen.testing.images import decompression_bomb_png
+from pdgen.testing.damage import decompression_bomb_png, rewrite_shard
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
 
@@ -196,22 +196,11 @@ def test_a_truncated_shard_counts_and_the_next_shard_is_read(tmp_path, caplog):
     assert "train-000000.tar: the shard breaks off" in caplog.text
 
 
-def keep_samples(shard: Path, keep: int) -> None:
-    """Rewrite ``shard`` with only its first ``keep`` samples: cut exactly at a sample boundary."""
-    with tarfile.open(shard) as tar:
-        members = [(info, tar.extractfile(info).read()) for info in tar if info.isfile()]
-    keys = sorted({info.name.split(".")[0] for info, _ in members})[:keep]
-    with tarfile.open(shard, "w") as tar:
-        for info, data in members:
-            if info.name.split(".")[0] in keys:
-                tar.addfile(info, io.BytesIO(data))
-
-
 @pytest.mark.parametrize("readers", [1, 3])  # shards dealt out whole; samples dealt out (3 readers, 2 shards)
 def test_a_shard_cut_at_a_sample_boundary_counts_every_sample_it_lost(tmp_path, caplog, readers):
     entry = write_split(tmp_path, 8, 4)
     shards = [tmp_path / s["name"] for s in entry["shards"]]
-    keep_samples(shards[0], 1)  # a valid tar, three samples short
+    rewrite_shard(shards[0], keep=1)  # a valid tar, three samples short
     counter = SkipCounter()
     counts = [s["samples"] for s in entry["shards"]]
     source = ShardSource(shards, shuffle=False, skipped=counter, samples_per_shard=counts)

@@ -24,8 +24,8 @@ from pdgen.eval.wise import (
     wiscore,
 )
 from pdgen.judges.openai import ChatClient
+from pdgen.testing.damage import decompression_bomb_png
 from pdgen.testing.fake_openai import FakeOpenAI, Reply
-from pdgen.testing.images import decompression_bomb_png
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "wise_legacy_sample.json"
 
