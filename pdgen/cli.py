@@ -57,22 +57,45 @@ def usage() -> str:
 
 
 def _run_lightning(args: list[str] | None) -> None:
-    """LightningCLI on `args`, or on `sys.argv` when None (it warns when given both)."""
+    """LightningCLI on `args`, or on `sys.argv` when None (it warns when given both).
+
+    A diverged run and an unreadable checkpoint end with their one-line message and a non-zero exit.
+    """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        # Modules build their own optimizer from an injected `OptimizerCallable` over trainable parameters
-        # only; LightningCLI's automatic `--optimizer` group would also hand it the frozen ones (LoRA).
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "pdgen"},
-        args=args,
-    )
+    from pdgen.lit.checkpoint_io import CheckpointError
+    from pdgen.lit.guard import TrainingDiverged
+
+    try:
+        _check_ckpt_path(sys.argv[1:] if args is None else args)
+        LightningCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            # Modules build their own optimizer from an injected `OptimizerCallable` over trainable parameters
+            # only; LightningCLI's automatic `--optimizer` group would also hand it the frozen ones (LoRA).
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "pdgen"},
+            # Checkpoints written atomically beside their destination and read with weights_only=True.
+            trainer_defaults={"plugins": [{"class_path": "pdgen.lit.checkpoint_io.AtomicCheckpointIO"}]},
+            args=args,
+        )
+    except (TrainingDiverged, CheckpointError) as error:
+        raise SystemExit(f"pdgen: {error}") from error
+
+
+def _check_ckpt_path(argv: list[str]) -> None:
+    """Check a `--ckpt_path` file before LightningCLI reads its hyperparameters with a bare `torch.load`,
+    so an empty, truncated or foreign file is named (a missing one is left to Lightning)."""
+    from pdgen.lit.checkpoint_io import check_checkpoint_file
+
+    for word, following in zip(argv, [*argv[1:], None], strict=True):
+        path = following if word == "--ckpt_path" else word.removeprefix("--ckpt_path=")
+        if word.startswith("--ckpt_path") and path and os.path.isfile(path):
+            check_checkpoint_file(path)
 
 
 def main(args: list[str] | None = None) -> None:

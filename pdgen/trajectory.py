@@ -45,6 +45,8 @@ from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
+from pdgen.images import UnreadableImage, open_image
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 VISION_START = "<|vision_start|>"
@@ -760,10 +762,9 @@ class _JsonReader:
         value = self.images[name]
         if isinstance(value, bytes):
             try:
-                with Image.open(io.BytesIO(value), formats=["PNG"]) as opened:
-                    value = opened.copy()
-            except (OSError, SyntaxError) as error:
-                raise TrajectoryError(f"{name} is not a readable PNG ({error})", path=path) from error
+                value = open_image(value, name, formats=["PNG"])
+            except UnreadableImage as error:  # readers count it apart from the JSON (its __cause__)
+                raise TrajectoryError(f"{name} is not a readable PNG ({error.why})", path=path) from error
         return _check_image(value, path)
 
 

@@ -28,7 +28,7 @@ WORDS = (("red circle", "blue square"), ("green triangle", "yellow star"))
 
 def load(ckpt: str) -> ProcessDrivenModule:
     """The checkpoint's module with its EMA weights when it has them (as `pdgen predict` samples)."""
-    module = ProcessDrivenModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = ProcessDrivenModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     load_ema_weights(module, ckpt)
     return module.eval()
 

@@ -5,8 +5,13 @@ is the help, its typed parameters the options. Keep imports of heavy modules ins
 `pdgen data --help` stays fast.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from pdgen.data.skips import SkipCounter
 
 
 def parse(prompt: str | None = None, /, file: Path | None = None) -> str:
@@ -166,6 +171,8 @@ def stats(root: Path, /, recount: bool = False) -> str:
     one. The figures are the manifest's; a shard set without a manifest (data you brought yourself, as
     `train-*.tar` shards in pdgen's layout, docs/data.md) or `--recount` counts the training shards: a
     sample is negative when its inspection has a `<refine>`, positive when it has an inspection without one.
+    A recount also says how many samples could not be read, by cause, and how many of the manifest's are
+    missing.
 
     Args:
         root: a shard set's directory, or a directory that holds several.
@@ -184,8 +191,12 @@ def stats(root: Path, /, recount: bool = False) -> str:
     for folder in found:
         manifest = read_manifest(folder)
         subset = (manifest or {}).get("subset", "shards")
-        figures = manifest["stats"] if manifest is not None and not recount else _count(folder, manifest)
-        tables.append(f"{subset} ({folder})\n\n{stats_table(figures)}")
+        if manifest is not None and not recount:
+            tables.append(f"{subset} ({folder})\n\n{stats_table(manifest['stats'])}")
+            continue
+        figures, skipped = _count(folder, manifest)
+        recount_line = _recount_line(figures, skipped, manifest)
+        tables.append(f"{subset} ({folder})\n\n{stats_table(figures)}\n\n{recount_line}")
     return "\n\n".join(tables)
 
 
@@ -193,15 +204,23 @@ def _is_shard_set_file(path: Path) -> bool:
     return path.name == "manifest.json" or (path.name.startswith("train-") and path.suffix == ".tar")
 
 
-def _count(folder: Path, manifest: dict | None) -> dict:
-    """Table 1's figures from a shard set's training shards (positives and negatives by their inspection)."""
-    from pdgen.data.shards import ShardSource, SubsetStats, split_shards
+def _count(folder: Path, manifest: dict | None) -> tuple[dict, SkipCounter]:
+    """Table 1's figures from a shard set's training shards (positives and negatives by their inspection),
+    and the samples that could not be read."""
+    from pdgen.data.shards import ShardSource, SubsetStats, split_sample_counts, split_shards
     from pdgen.trajectory import Inspect
 
-    shards = split_shards(folder, manifest, "train") if manifest else sorted(folder.glob("train-*.tar"))
+    if manifest:
+        source = ShardSource(
+            split_shards(folder, manifest, "train"),
+            shuffle=False,
+            samples_per_shard=split_sample_counts(folder, manifest, "train"),
+        )
+    else:
+        source = ShardSource(sorted(folder.glob("train-*.tar")), shuffle=False)
     counted = SubsetStats()
     labels = {True: 0, False: 0}
-    for _, trajectory in ShardSource(shards, shuffle=False).trajectories(0):
+    for _, trajectory in source.trajectories(0):
         counted.add(trajectory)
         for step in trajectory.steps:
             if isinstance(step, Inspect):
@@ -209,7 +228,19 @@ def _count(folder: Path, manifest: dict | None) -> dict:
                 break
     if labels[True] or labels[False]:
         counted.positives, counted.negatives = labels[True], labels[False]
-    return counted.table()
+    return counted.table(), source.skipped
+
+
+def _recount_line(figures: dict, skipped: SkipCounter, manifest: dict | None) -> str:
+    """What a recount found against the manifest: ``"recount: 143 of the manifest's 200 training samples
+    read; 57 sample(s) skipped: 57 truncated"``."""
+    read = figures["total_samples"]
+    if manifest is None:
+        return f"recount: {read} training samples read (no manifest to compare with); {skipped.summary()}"
+    listed = manifest["splits"]["train"]["samples"]
+    verdict = "all read" if read == listed else f"{listed - read} MISSING"
+    counts = f"{read} of the manifest's {listed} training samples read ({verdict})"
+    return f"recount: {counts}; {skipped.summary()}"
 
 
 def _prompts(prompt: str | None, file: Path | None) -> list[str]:

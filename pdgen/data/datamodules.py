@@ -5,15 +5,16 @@ What is in this file, top to bottom:
   ``TrajectoryStream`` (``pdgen.data.shards.ShardSource``), lays each out with ``TrajectoryPacker.sample``,
   fills packs to a token budget with ``TokenBudgetPacker`` and collates each pack into a ``PackedBatch``;
 - ``PackedDataModule``: what every DataModule here shares — the packing preset, the tokenizer, the data
-  loaders, the corrupt-sample counter and the data position (``state_dict``); a subclass says where its
-  trajectories come from (``stream``);
+  loaders, the count of skipped samples (``pdgen.data.skips``, reported in TensorBoard and at the end of
+  the run) and the data position (``state_dict``); a subclass says where its trajectories come from
+  (``stream``);
 - ``ShardDataModule``: a shard set under ``root`` — the manifest, the build's tokenizer; a subset says only
   how to build its shards (``build``) and what spec they must have (``spec``);
 - the paper's three subsets: ``MultiTurnDataModule`` (multi-turn generation), ``ConflictDataModule``
   (instruction-intermediate conflicts, ``pdgen.data.conflict``) and ``AlignmentDataModule``
   (image-instruction alignment, ``pdgen.data.alignment``);
 - ``MixedStream`` and ``MixtureDataModule``: the full recipe, subsets drawn by weight before packing, with
-  one tokenizer, one counter and one data position.
+  one tokenizer, one skip counter and one data position.
 
 Batches. ``batch_size=None``: the loader yields packs, one per step. ``packed_timesteps`` is NaN on noised
 latents: the training module draws t (``pdgen.models.bagel.flow.sample_timesteps``).
@@ -57,15 +58,20 @@ from pdgen.data.conflict import ConflictSpec, build_conflict
 from pdgen.data.layout import Layout, LayoutName, ProcessLayout, make_layout
 from pdgen.data.packing import PackedBatch, PackingConfig, TokenBudget, TokenBudgetPacker, TrajectoryPacker
 from pdgen.data.shards import (
-    CorruptCounter,
     ReaderPart,
     ShardSource,
     TrajectoryStream,
     read_manifest,
+    split_sample_counts,
     split_shards,
 )
+from pdgen.data.skips import SkipCounter
 
 log = logging.getLogger(__name__)
+
+NOTHING_FITS_AFTER = 1000
+"""A reader whose first this many samples are all longer than a pack stops with an error: an endless
+stream (the mixture's) has no epoch end at which to notice that no pack can ever be filled."""
 
 
 class PackedTrajectoryDataset(IterableDataset):
@@ -82,6 +88,7 @@ class PackedTrajectoryDataset(IterableDataset):
         rank: this process's rank.
         world_size: the number of ranks.
         skip: packs of this rank already consumed (round-robin over workers); each worker skips its share.
+        skipped: counts the samples longer than a pack (``too_long``); the stream counts what it skips.
     """
 
     def __init__(
@@ -95,6 +102,7 @@ class PackedTrajectoryDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         skip: int = 0,
+        skipped: SkipCounter | None = None,
     ) -> None:
         self.stream = stream
         self.packer = packer
@@ -105,6 +113,7 @@ class PackedTrajectoryDataset(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.skip = skip
+        self.skipped = SkipCounter() if skipped is None else skipped
 
     def __iter__(self) -> Iterator[PackedBatch]:
         info = get_worker_info()
@@ -118,25 +127,59 @@ class PackedTrajectoryDataset(IterableDataset):
             yield self.packer.collate(pack)
 
     def _samples(self, part: ReaderPart) -> Iterator[Any]:
+        """The reader's laid-out samples; those longer than a pack are skipped and counted (``too_long``).
+
+        Raises:
+            ValueError: no sample fits a pack (by the end of the first epoch, or of the first
+                ``NOTHING_FITS_AFTER`` samples): the packer would wait forever.
+        """
         coins = np.random.default_rng([self.seed, part.index])
+        limit = self.budget.max_tokens_per_sample
+        fitted, too_long, shortest = 0, 0, None
         for epoch in itertools.count() if self.epochs is None else range(self.epochs):
             empty = True
             for where, trajectory in self.stream(epoch, part):
                 empty = False
-                yield self.layout(self.packer, trajectory, where, coins)
+                sample = self.layout(self.packer, trajectory, where, coins)
+                if sample.num_tokens <= limit:
+                    fitted += 1
+                    yield sample
+                    continue
+                too_long += 1
+                shortest = min(shortest or sample.num_tokens, sample.num_tokens)
+                self.skipped.add("too_long")
+                if too_long == 1:
+                    log.warning(
+                        "skipped too long sample %s: %d tokens, more than max_tokens=%d (reader %s; the "
+                        "next ones are counted, not named)", where, sample.num_tokens, limit, part,
+                    )  # fmt: skip
+                if not fitted and too_long >= NOTHING_FITS_AFTER:
+                    self._nothing_fits(part, too_long, shortest)
+            if not fitted and too_long:
+                self._nothing_fits(part, too_long, shortest)
             if empty and self.epochs is None:
                 raise ValueError(
                     f"reader {part} got no readable sample in epoch {epoch}: an endless stream would hang; "
                     "the data has fewer samples than readers (workers x ranks), or all are corrupt"
                 )
 
+    def _nothing_fits(self, part: ReaderPart, too_long: int, shortest: int | None) -> None:
+        raise ValueError(
+            f"no pack can be filled: all {too_long} samples reader {part} has read are longer than "
+            f"max_tokens={self.budget.max_tokens_per_sample} (the shortest has {shortest} tokens); "
+            "raise the data module's max_tokens"
+        )
+
 
 class PackedDataModule(L.LightningDataModule):
     """Base of every DataModule here: a trajectory stream read as packs, and the exact data position.
 
     It holds what packing needs (the packing preset, the token budget, the tokenizer), the loaders, the
-    corrupt-sample counter and ``state_dict``. A subclass loads ``tokenizer`` in ``setup`` and says where
-    trajectories come from (``stream``).
+    count of skipped samples (``skipped``) and ``state_dict``. A subclass loads ``tokenizer`` in ``setup``
+    and says where trajectories come from (``stream``); the readers and the packer count what they skip.
+
+    The skip counts reach the logger as ``data/skipped_<cause>`` every ``log_every_n_steps`` training
+    steps, and one line at the end of a fit says how many samples were skipped and why.
 
     Args:
         seed: seeds the stream (shard order, shuffle, mixture draws) and prompt dropout.
@@ -179,7 +222,7 @@ class PackedDataModule(L.LightningDataModule):
         self.train_layout(), self.val_layout()  # bad names and probabilities fail here, before any work
         self.tokenizer_path = None if tokenizer is None else Path(tokenizer)
         self.tokenizer: Any = None
-        self.corrupt = CorruptCounter(num_workers)
+        self.skipped = SkipCounter(num_workers)
         self.packs_consumed = 0
 
     def stream(self, split: str) -> TrajectoryStream:
@@ -204,9 +247,10 @@ class PackedDataModule(L.LightningDataModule):
         return TrajectoryPacker(self.tokenizer, self.packing_config)
 
     @property
-    def corrupt_samples(self) -> int:
-        """Samples skipped as unreadable so far, by every reader of this module (workers included)."""
-        return self.corrupt.total
+    def skipped_samples(self) -> dict[str, int]:
+        """Samples skipped so far by every reader of this module (workers included), by cause
+        (``pdgen.data.skips.SKIP_CAUSES``). A sample read again (a later epoch, validation) counts again."""
+        return self.skipped.by_cause()
 
     @property
     def _rank_and_world(self) -> tuple[int, int]:
@@ -224,6 +268,7 @@ class PackedDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
             skip=self.packs_consumed,
+            skipped=self.skipped,
         )
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers)
 
@@ -237,15 +282,33 @@ class PackedDataModule(L.LightningDataModule):
     def _val_loader(self, stream: TrajectoryStream) -> DataLoader:
         rank, world = self._rank_and_world
         dataset = PackedTrajectoryDataset(
-            stream, self.packer, self.budget, epochs=1, layout=self.val_layout(), rank=rank, world_size=world
+            stream,
+            self.packer,
+            self.budget,
+            epochs=1,
+            layout=self.val_layout(),
+            rank=rank,
+            world_size=world,
+            skipped=self.skipped,
         )
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Count the packs that reach a training step: the data position ``state_dict`` saves."""
-        if self.trainer is not None and self.trainer.training:
+        """Count the packs that reach a training step (the data position ``state_dict`` saves) and log the
+        skip counts every ``log_every_n_steps``."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
             self.packs_consumed += 1
+            if trainer.global_step % trainer.log_every_n_steps == 0:
+                counts = {f"data/skipped_{cause}": n for cause, n in self.skipped_samples.items()}
+                for logger in trainer.loggers:
+                    logger.log_metrics(counts, step=trainer.global_step)
         return batch
+
+    def teardown(self, stage: str) -> None:
+        """The end of a run: one line with what the readers skipped."""
+        if stage == "fit":
+            (log.warning if self.skipped.total else log.info)("data: %s", self.skipped.summary())
 
     def state_dict(self) -> dict[str, Any]:
         """The data position: packs consumed by this rank, and what the stream depends on."""
@@ -364,13 +427,13 @@ class ShardDataModule(PackedDataModule):
         return self.source(split).trajectories
 
     def source(
-        self, split: str, corrupt: CorruptCounter | None = None, seed: int | None = None
+        self, split: str, skipped: SkipCounter | None = None, seed: int | None = None
     ) -> ShardSource:
         """The shards of ``split`` as a ``ShardSource``: shuffled for ``train``, in manifest order otherwise.
 
         Args:
             split: ``train`` or ``val``.
-            corrupt: the counter of skipped samples (a mixture passes its own); default this module's.
+            skipped: the counter of skipped samples (a mixture passes its own); default this module's.
             seed: seeds shard order and shuffle; default this module's.
         """
         if self.manifest is None:
@@ -381,7 +444,8 @@ class ShardDataModule(PackedDataModule):
             seed=self.seed if seed is None else seed,
             shuffle=shuffle,
             shuffle_buffer=self.shuffle_buffer if shuffle else 1,
-            corrupt=self.corrupt if corrupt is None else corrupt,
+            skipped=self.skipped if skipped is None else skipped,
+            samples_per_shard=split_sample_counts(self.root, self.manifest, split),
         )
 
 
@@ -669,8 +733,8 @@ class MixtureDataModule(PackedDataModule):
 
     Each subset is a ``ShardDataModule`` (built by its own ``prepare_data``); samples are drawn from the
     subsets by weight *before* packing, so one pack mixes subsets. Everything about reading — the packing
-    preset, the token budget, workers, shuffle buffer, prompt dropout, the seed, the corrupt-sample count and
-    the exact data position — is the mixture's own; the subsets' values for those are not used.
+    preset, the token budget, workers, shuffle buffer, prompt dropout, the seed, the skip counts and the
+    exact data position — is the mixture's own; the subsets' values for those are not used.
 
     One tokenizer reads every subset: ``tokenizer`` if given, else the first subset's build tokenizer (the
     multi-turn one in the recipe, which the stage-1 checkpoint was trained with).
@@ -761,4 +825,4 @@ class MixtureDataModule(PackedDataModule):
         return [self._val_loader(self._subset_stream(name, "val")) for name in self.subsets]
 
     def _subset_stream(self, name: str, split: str) -> TrajectoryStream:
-        return self.subsets[name].source(split, self.corrupt, self.seed).trajectories
+        return self.subsets[name].source(split, self.skipped, self.seed).trajectories

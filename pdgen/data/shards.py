@@ -12,15 +12,17 @@ webdataset tool (and ``pdgen view html``) reads it. A *shard set* is a directory
 
 What is in this file, top to bottom:
 - ``ShardSetWriter``: writes one split's samples, rolling over to a new shard every ``samples_per_shard``;
-  each shard is written to a temporary file and renamed into place, so a reader never sees a partial shard;
+  each shard is written to a temporary file beside it and renamed into place (``pdgen.io.atomic_write``),
+  so a reader never sees a partial shard, and the temporary files a killed build left are removed when the
+  next one starts;
 - ``SubsetStats`` and ``write_manifest`` / ``read_manifest``: the manifest with the paper's Table 1 figures
   (total samples, mean prompt length, images per sample, most images in a sample; positive and negative
   counts for the reasoning subsets, null here), also written atomically;
-- ``CorruptCounter``: how many samples were skipped as unreadable, shared with DataLoader worker processes;
 - ``ShardSource``: a split's trajectories for one reader (a worker of a rank): shard order shuffled per
   epoch, shards (or, with fewer shards than readers, samples) dealt out so every sample is read by exactly
-  one reader, a seeded shuffle buffer, and corrupt samples (bad JSON, unreadable PNG, a ``TrajectoryError``,
-  a truncated tar) skipped, counted and warned about by shard and key.
+  one reader, a seeded shuffle buffer, and samples that cannot be read (bad JSON, a ``TrajectoryError``, an
+  unreadable PNG, a shard that ends early) skipped, counted by cause (``pdgen.data.skips.SkipCounter``)
+  and warned about by shard and key.
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ import json
 import logging
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import get_worker_info
 
+from pdgen.data.skips import SkipCounter
+from pdgen.images import UnreadableImage
+from pdgen.io import atomic_write, remove_stale_temporaries
 from pdgen.trajectory import Refine, Sketch, Trajectory, TrajectoryError
 
 log = logging.getLogger(__name__)
@@ -47,24 +50,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = "pdgen.shards/1"
 """The ``format`` field of every manifest."""
-
-
-class _AtomicFile:
-    """A temporary file beside ``path`` that becomes ``path`` on ``commit`` (``os.replace``), or vanishes on
-    ``discard``: a reader sees the whole file or none of it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        descriptor, self.temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        self.file: IO[bytes] = os.fdopen(descriptor, "wb")
-
-    def commit(self) -> None:
-        self.file.close()
-        os.replace(self.temporary, self.path)
-
-    def discard(self) -> None:
-        self.file.close()
-        os.unlink(self.temporary)
 
 
 def shard_name(split: str, number: int) -> str:
@@ -84,7 +69,8 @@ class ShardSetWriter:
         writer.entry                 # {"shards": [{"name": ..., "samples": ...}, ...], "samples": n}
 
     A shard is renamed into place when it is full or the block ends; if the block raises, the shard being
-    written is deleted (the finished ones stay). Members carry no time stamps or owners, so the same samples
+    written is deleted (the finished ones stay). A build killed outright leaves its shard's temporary file;
+    the next writer of the split removes it. Members carry no time stamps or owners, so the same samples
     give byte-identical shards.
 
     Args:
@@ -100,22 +86,23 @@ class ShardSetWriter:
         self.split = split
         self.samples_per_shard = samples_per_shard
         self.shards: list[dict[str, Any]] = []
-        self._file: _AtomicFile | None = None
+        self._open: ExitStack | None = None  # the shard being written: its atomic file, closed by `_finish`
         self._tar: tarfile.TarFile | None = None
         self._in_shard = 0
+        remove_stale_temporaries(self.root, f"{split}-*.tar")
 
     def __enter__(self) -> ShardSetWriter:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
         if kind is None:
-            if self._file is not None:
+            if self._open is not None:
                 self._finish()
-        elif self._file is not None:
+        elif self._open is not None:
             assert self._tar is not None
             self._tar.close()
-            self._file.discard()
-            self._file = self._tar = None
+            self._open.__exit__(kind, error, trace)  # deletes the unfinished shard
+            self._open = self._tar = None
 
     @property
     def entry(self) -> dict[str, Any]:
@@ -128,9 +115,11 @@ class ShardSetWriter:
             raise ValueError(f"sample key {key!r} must be non-empty without '.' or '/'")
         files = trajectory.to_files()
         if self._tar is None:
-            self._file = _AtomicFile(self.root / shard_name(self.split, len(self.shards)))
+            self._open = ExitStack()
+            path = self.root / shard_name(self.split, len(self.shards))
+            file = self._open.enter_context(atomic_write(path))
             # Open across many `write` calls, closed in `_finish` or `__exit__`.
-            self._tar = tarfile.open(fileobj=self._file.file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+            self._tar = tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
         for name, data in files.items():
             member = tarfile.TarInfo(f"{key}.{name}")
             member.size, member.mode = len(data), 0o644
@@ -140,11 +129,11 @@ class ShardSetWriter:
             self._finish()
 
     def _finish(self) -> None:
-        assert self._file is not None and self._tar is not None
+        assert self._open is not None and self._tar is not None
         self._tar.close()
-        self._file.commit()
+        self._open.close()  # renames the shard into place
         self.shards.append({"name": shard_name(self.split, len(self.shards)), "samples": self._in_shard})
-        self._file = self._tar = None
+        self._open = self._tar = None
         self._in_shard = 0
 
 
@@ -216,13 +205,8 @@ def stats_table(stats: dict[str, Any]) -> str:
 def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
     """Write ``root/manifest.json`` atomically, with the ``format`` field first."""
     path = Path(root) / MANIFEST
-    out = _AtomicFile(path)
-    try:
-        out.file.write((json.dumps({"format": FORMAT, **manifest}, indent=1) + "\n").encode("utf-8"))
-    except BaseException:
-        out.discard()
-        raise
-    out.commit()
+    with atomic_write(path) as file:
+        file.write((json.dumps({"format": FORMAT, **manifest}, indent=1) + "\n").encode("utf-8"))
     return path
 
 
@@ -251,39 +235,23 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def split_shards(root: str | os.PathLike[str], manifest: dict[str, Any], split: str) -> list[Path]:
     """The shard paths of one split, in manifest order."""
+    return [Path(root) / shard["name"] for shard in _split_entry(root, manifest, split)["shards"]]
+
+
+def split_sample_counts(root: str | os.PathLike[str], manifest: dict[str, Any], split: str) -> list[int]:
+    """How many samples the manifest lists in each shard of one split (``split_shards``' order)."""
+    return [shard["samples"] for shard in _split_entry(root, manifest, split)["shards"]]
+
+
+def _split_entry(root: str | os.PathLike[str], manifest: dict[str, Any], split: str) -> dict[str, Any]:
     if split not in manifest["splits"]:
         have = sorted(manifest["splits"])
         raise ValueError(f"{Path(root) / MANIFEST} has no split {split!r}; it has {have}")
-    return [Path(root) / shard["name"] for shard in manifest["splits"][split]["shards"]]
+    return manifest["splits"][split]
 
 
 # --------------------------------------------------------------------------------------------------------
 # Reading
-
-
-class CorruptCounter:
-    """Samples skipped as unreadable, counted in shared memory so the main process sees its workers' counts.
-
-    One slot per DataLoader worker and one for the main process (validation reads there while training
-    workers run): each process writes only its own slot, so no increment is lost. ``total`` is the sum.
-
-    Args:
-        workers: the DataLoader workers that may count (``num_workers``).
-    """
-
-    def __init__(self, workers: int = 0) -> None:
-        self.counts = torch.zeros(workers + 1, dtype=torch.long).share_memory_()  # (workers + 1,)
-
-    def add(self) -> int:
-        """Count one skip in this process's slot; returns that slot's count."""
-        info = get_worker_info()
-        slot = -1 if info is None else info.id
-        self.counts[slot] += 1
-        return int(self.counts[slot])
-
-    @property
-    def total(self) -> int:
-        return int(self.counts.sum())
 
 
 @dataclass(frozen=True)
@@ -313,47 +281,76 @@ class ShardSource:
     and keeps samples ``i, i + n, …``: either way each sample goes to exactly one reader. With
     ``shuffle_buffer`` > 1 samples pass through a buffer of that size, seeded by ``(seed, epoch, i)``.
 
-    A sample that cannot be read — JSON that does not parse, a PNG that does not decode, a document that
-    breaks the trajectory format, a truncated tar — is skipped: ``corrupt`` counts it and a warning names
-    the shard and the key. Iteration goes on with the next sample (or the next shard).
+    A sample that cannot be read is skipped, counted in ``skipped`` by cause and named in a warning (shard
+    and key); iteration goes on with the next sample, or the next shard:
+
+    - JSON that does not parse, or a document that breaks the trajectory format: ``corrupt``;
+    - a PNG that does not decode or claims too many pixels: ``unreadable_image``;
+    - a shard that ends early: ``truncated``, one per sample missing against ``samples_per_shard`` (the
+      manifest's counts; a shard cut exactly between two samples is a valid tar, and only the count tells).
+      Without counts, a tar that breaks off counts one. A tar stream cannot be resynchronised, so a break
+      ends the shard.
+
+    Each reader logs a line at the end of every epoch in which it skipped something.
 
     Args:
         shards: the tar files.
         seed: seeds the shard order and the shuffle buffer.
         shuffle: permute the shards each epoch (False keeps manifest order, for validation).
         shuffle_buffer: samples held for shuffling (1 = no sample shuffle).
-        corrupt: the shared counter of skipped samples.
+        skipped: the shared counter of skipped samples.
+        samples_per_shard: how many samples each shard should hold (``split_sample_counts``); None when
+            unknown (shards without a manifest).
     """
 
     shards: Sequence[Path]
     seed: int = 0
     shuffle: bool = True
     shuffle_buffer: int = 1
-    corrupt: CorruptCounter = field(default_factory=CorruptCounter)
+    skipped: SkipCounter = field(default_factory=SkipCounter)
+    samples_per_shard: Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.samples_per_shard is not None and len(self.samples_per_shard) != len(self.shards):
+            raise ValueError(
+                f"ShardSource: {len(self.samples_per_shard)} sample counts for {len(self.shards)} shards"
+            )
 
     def trajectories(self, epoch: int, part: ReaderPart = ReaderPart()) -> Iterator[tuple[str, Trajectory]]:
         """``(where, trajectory)`` pairs for reader ``part`` in ``epoch``; ``where`` is ``shard/key``."""
-        samples = self._decoded(self._raw_samples(epoch, part))
+        samples = self._decoded(self._raw_samples(epoch, part), epoch, part)
         if self.shuffle_buffer <= 1:
             return samples
         rng = np.random.default_rng([self.seed, epoch, part.index])
         return _shuffled(samples, self.shuffle_buffer, rng)
 
     def _raw_samples(self, epoch: int, part: ReaderPart) -> Iterator[tuple[str, dict[str, Any]]]:
-        order = list(self.shards)
+        counts = self.samples_per_shard or [None] * len(self.shards)
+        order = list(zip(self.shards, counts, strict=True))
         if self.shuffle:
             order = [order[i] for i in np.random.default_rng([self.seed, epoch]).permutation(len(order))]
         by_shard = len(order) >= part.count
         mine = order[part.index :: part.count] if by_shard else order
         number = 0
-        for shard in mine:
-            for key, files in self._tar_samples(shard):
+        for shard, expected in mine:
+            found = 0
+            for key, files in self._tar_samples(shard, count_break=expected is None):
                 if by_shard or number % part.count == part.index:
                     yield f"{shard.name}/{key}", files
                 number += 1
+                found += 1
+            missing = max(0, (expected or 0) - found)
+            # With samples dealt out, the missing ones were this reader's by their number in the order.
+            numbers = range(number, number + missing)
+            lost = missing if by_shard else sum(n % part.count == part.index for n in numbers)
+            number += missing
+            if lost:
+                why = f"the shard ends after {found} of its {expected} samples"
+                self._skip(shard.name, "truncated", why, lost)
 
-    def _tar_samples(self, shard: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-        """A shard's samples as ``(key, {name: bytes})``; a tar that breaks off is one corrupt sample."""
+    def _tar_samples(self, shard: Path, count_break: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+        """A shard's samples as ``(key, {name: bytes})``; a tar that breaks off ends the shard, with a
+        warning (and a count, when ``count_break``: there is no sample count to tell how many were lost)."""
         from webdataset.tariterators import group_by_keys, tar_file_expander
 
         failures: list[Exception] = []
@@ -367,18 +364,31 @@ class ShardSource:
             for sample in group_by_keys(members, handler=stop):
                 yield sample["__key__"], sample
         for error in failures:
-            self._skip(shard.name, f"the shard breaks off ({error})")
+            if count_break:
+                self._skip(shard.name, "truncated", f"the shard breaks off ({error})")
+            else:
+                log.warning("shard %s breaks off (%s)", shard, error)
 
-    def _decoded(self, raw: Iterator[tuple[str, dict[str, Any]]]) -> Iterator[tuple[str, Trajectory]]:
+    def _decoded(
+        self, raw: Iterator[tuple[str, dict[str, Any]]], epoch: int, part: ReaderPart
+    ) -> Iterator[tuple[str, Trajectory]]:
+        before = self.skipped.in_this_process
         for where, files in raw:
             try:
                 yield where, Trajectory.from_files(files)
             except TrajectoryError as error:  # bad JSON, unreadable PNG, broken format: all TrajectoryError
-                self._skip(where, str(error))
+                unreadable = isinstance(error.__cause__, UnreadableImage)
+                self._skip(where, "unreadable_image" if unreadable else "corrupt", str(error))
+        if self.skipped.in_this_process > before:
+            where = ", ".join(sorted({str(shard.parent) for shard in self.shards}))
+            log.warning(
+                "end of epoch %d of %s for reader %d of %d: %s so far, all readers",
+                epoch, where, part.index, part.count, self.skipped.summary(),
+            )  # fmt: skip
 
-    def _skip(self, where: str, why: str) -> None:
-        count = self.corrupt.add()
-        log.warning("skipped corrupt sample %s: %s (%d skipped so far by this process)", where, why, count)
+    def _skip(self, where: str, cause: str, why: str, n: int = 1) -> None:
+        self.skipped.add(cause, n)
+        log.warning("skipped %d %s sample(s) at %s: %s", n, cause.replace("_", " "), where, why)
 
 
 def _shuffled(items: Iterator[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pdgen.eval.samples import read_prompt_folders
+from pdgen.images import open_image
 from pdgen.scene.vocabulary import COLORS, RELATIONS, TAGS
 
 Box = tuple[float, float, float, float]
@@ -267,8 +268,7 @@ def score_folder(
     rows = []
     for folder in read_prompt_folders(root):
         for path in folder.images:
-            with Image.open(path) as opened:
-                image = ImageOps.exif_transpose(opened).convert("RGB")
+            image = ImageOps.exif_transpose(open_image(path)).convert("RGB")  # UnreadableImage names the file
             rows.append(
                 result_row(str(path), folder.metadata, score_image(image, folder.metadata, detector, options))
             )

@@ -52,6 +52,7 @@ from typing import Any
 from PIL import Image
 
 from pdgen.eval.samples import read_prompt_folders
+from pdgen.images import UnreadableImage, open_image
 from pdgen.judges.openai import ChatClient, ChatError, InvalidReply, image_part, text_part
 
 CATEGORIES = ("culture", "time", "space", "biology", "physics", "chemistry")
@@ -416,8 +417,10 @@ def _judge_one(prompt: WisePrompt, path: Path | None, judge: WiseJudge) -> dict[
     }
     if path is None:
         return {**row, "error": "no image", "attempts": []}
-    with Image.open(path) as opened:
-        image = opened.convert("RGB")
+    try:
+        image = open_image(path).convert("RGB")
+    except UnreadableImage as error:  # a failed row, counted like a judge that gave no reply
+        return {**row, "error": f"unreadable image: {error.why}", "attempts": []}
     judgement = judge.judge(image, prompt)
     row.update(judge_model=judgement.model, raw=judgement.raw, attempts=list(judgement.attempts))
     if judgement.scores is None:

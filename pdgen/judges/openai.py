@@ -4,18 +4,21 @@
 server speaking the same protocol) with the stdlib's `urllib`, so it needs no extra package. It is made
 for long judging runs where every call costs money:
 
-- **retries**: a timeout, a connection error, HTTP 429 or 5xx, a body that is not a chat completion, or a
+- **retries**: a timeout, a connection error (anything the socket or `http.client` raises: a reset, a
+  garbage status line, a body cut short), HTTP 429 or 5xx, a body that is not a chat completion, or a
   reply the caller's `validate` refuses is a failed *try*; the client waits `backoff * 2**k` seconds and
   tries again, up to `max_retries` times, then raises `ChatError` naming the URL and every try. Other
   HTTP errors (400, 401, 404) are not retried: asking again would get the same answer.
-- **cache**: with `cache_dir`, a valid reply is stored under the SHA-256 of the request (URL, model,
-  messages, response format, temperature) and a rerun answers from disk (`ChatReply.cached`), so a
-  judging run interrupted halfway costs nothing to resume. Only replies that passed `validate` are cached.
+- **cache**: with `cache_dir`, a valid reply is stored under the SHA-256 of the request (model, messages,
+  response format, temperature: what decides the answer; not the server's address, so a local server
+  restarted on another port still hits) and a rerun answers from disk (`ChatReply.cached`), so a judging
+  run interrupted halfway costs nothing to resume. Only replies that passed `validate` are cached; an entry
+  that cannot be read (a file cut short) is a miss, counted as `cache_corrupt`, and is written again.
 - **raw replies**: with `cache_dir`, every reply the server sent (valid or not) is appended to
   `cache_dir/replies.jsonl` with the request key and what was wrong with it, for audits.
-- **counts**: `counts` tallies requests (`ok`, `cached`, `failed`) and failed tries by kind (`timeout`,
-  `connection`, `http`, `malformed`, and whatever kinds `validate` raises); `retried` is the tries that
-  were followed by another.
+- **counts**: `counts` tallies requests (`ok`, `cached`, `failed`), failed tries by kind (`timeout`,
+  `connection`, `http`, `malformed`, and whatever kinds `validate` raises) and unreadable cache entries
+  (`cache_corrupt`); `retried` is the tries that were followed by another.
 
 `OpenAIJudge` asks the model for a `Verdict` as JSON under a JSON schema (`response_format`), and treats
 a verdict that contradicts itself (ok with a correction, not ok with no analysis or no correction) as a
@@ -31,11 +34,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import urllib.error
@@ -48,6 +51,7 @@ from typing import Any
 
 from PIL import Image
 
+from pdgen.io import atomic_write
 from pdgen.judges.base import Verdict
 from pdgen.scene.plan import StepGoal
 
@@ -219,9 +223,9 @@ class ChatClient:
         headers = {"Content-Type": "application/json"}
         if self.api_key_env is not None and (api_key := os.environ.get(self.api_key_env)):
             headers["Authorization"] = f"Bearer {api_key}"
-        http = urllib.request.Request(self.url, data=json.dumps(request).encode(), headers=headers)
+        outgoing = urllib.request.Request(self.url, data=json.dumps(request).encode(), headers=headers)
         try:
-            with urllib.request.urlopen(http, timeout=self.timeout) as response:
+            with urllib.request.urlopen(outgoing, timeout=self.timeout) as response:
                 text = response.read().decode("utf-8", errors="replace")
         except urllib.error.HTTPError as error:
             text = error.read().decode("utf-8", errors="replace")
@@ -240,6 +244,8 @@ class ChatClient:
             raise _FailedTry("connection", f"connection error: {error.reason}") from None
         except (ConnectionError, OSError) as error:  # a reset or a half-sent body while reading
             raise _FailedTry("connection", f"connection error: {error}") from None
+        except http.client.HTTPException as error:  # a garbage status line, a body cut short, ...
+            raise _FailedTry("connection", f"connection error: {type(error).__name__}: {error!r}") from None
         try:
             raw = json.loads(text)
             content = raw["choices"][0]["message"]["content"]
@@ -253,7 +259,7 @@ class ChatClient:
 
     # ---- cache, log, counts -----------------------------------------------------------------------
     def _key(self, request: dict[str, Any]) -> str:
-        canonical = json.dumps({"url": self.url, **request}, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def _cache_path(self, key: str) -> Path:
@@ -263,8 +269,12 @@ class ChatClient:
     def _cached(self, key: str) -> ChatReply | None:
         if self.cache_dir is None or not (path := self._cache_path(key)).exists():
             return None
-        entry = json.loads(path.read_text())
-        return ChatReply(entry["content"], entry["raw"], [], cached=True)
+        try:
+            entry = json.loads(path.read_text())
+            return ChatReply(str(entry["content"]), dict(entry["raw"]), [], cached=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            self._count("cache_corrupt")  # asked again, and the entry rewritten
+            return None
 
     def _store(self, key: str, reply: ChatReply) -> None:
         if self.cache_dir is None:
@@ -272,9 +282,8 @@ class ChatClient:
         path = self._cache_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"key": key, "model": self.model, "content": reply.content, "raw": reply.raw}
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            json.dump(entry, tmp)
-        os.replace(tmp.name, path)
+        with atomic_write(path) as file:
+            file.write(json.dumps(entry).encode())
 
     def _log(self, key: str, raw: object, outcome: str, problem: str | None) -> None:
         """Append one raw reply to `replies.jsonl`: every answer the server gave is kept."""

@@ -1,10 +1,21 @@
 """Training and prediction: the LightningModule (module.py), callbacks (callbacks.py), ShapesEval during
-validation (shapes_eval.py), QLoRA's 4-bit base (quantize.py), what `predict_step` runs (predict.py) and the
-prediction writer (writer.py)."""
+validation (shapes_eval.py), the divergence guard (guard.py), atomic checkpoint files (checkpoint_io.py),
+QLoRA's 4-bit base (quantize.py), what `predict_step` runs (predict.py) and the prediction writer
+(writer.py)."""
 
 from pdgen.lit.callbacks import EMA, TrajectoryLogger
+from pdgen.lit.checkpoint_io import AtomicCheckpointIO
+from pdgen.lit.guard import DivergenceGuard
 from pdgen.lit.module import ProcessDrivenModule
 from pdgen.lit.shapes_eval import ShapesEvalMonitor
 from pdgen.lit.writer import PredictionWriter
 
-__all__ = ["EMA", "PredictionWriter", "ProcessDrivenModule", "ShapesEvalMonitor", "TrajectoryLogger"]
+__all__ = [
+    "EMA",
+    "AtomicCheckpointIO",
+    "DivergenceGuard",
+    "PredictionWriter",
+    "ProcessDrivenModule",
+    "ShapesEvalMonitor",
+    "TrajectoryLogger",
+]

@@ -9,7 +9,9 @@ shift), runs the trunk once and scores the three heads on its hidden states (`pd
 CE is averaged over *all* CE tokens of the pack (plan + inspect + special; the paper's eq. 3/6), not head by
 head; per-head means are logged beside it. Flow times, flow noise and the posterior sample come from the
 module's own `torch.Generator`, whose state is saved in the checkpoint: with a deterministic data order a
-resumed fit repeats the uninterrupted one exactly.
+resumed fit repeats the uninterrupted one exactly. Validation draws from a generator of its own, seeded from
+the step (`_validation_generator`): it neither consumes nor depends on the training stream, so where
+validation falls (before or after a checkpoint, every `val_check_interval`) never changes training.
 
 Fine-tuning options (constructor arguments, so `pdgen fit --model.help ProcessDrivenModule` lists them):
 full fine-tune, LoRA through peft on chosen modules of either expert, QLoRA (LoRA over a bitsandbytes 4-bit
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
@@ -324,21 +327,25 @@ class ProcessDrivenModule(LightningModule):
 
     # ---------------------------------------------------------------------------------------- loss
 
-    def head_losses(self, batch: PackedBatch) -> dict[str, HeadLoss]:
-        """Draws flow times into `batch`, runs the trunk once, scores the three heads."""
+    def head_losses(
+        self, batch: PackedBatch, generator: torch.Generator | None = None
+    ) -> dict[str, HeadLoss]:
+        """Draws flow times into `batch` (from `generator`, default the training one), runs the trunk once,
+        scores the three heads."""
+        generator = self.noise_generator if generator is None else generator
         if self.planner_head is None or self.inspector_head is None:
             raise ValueError("ProcessDrivenModule: language heads are not built; pass vision_start_id")
         self._check_geometry(batch)
         shift = self.hparams.timestep_shift or self.trunk.config.timestep_shift
         times = sample_timesteps(
-            batch, shift, generator=self.noise_generator, distribution=self.hparams.timestep_distribution
+            batch, shift, generator=generator, distribution=self.hparams.timestep_distribution
         )
         batch.packed_timesteps = times.to(self.device)
         noise = torch.randn(
             (batch.packed_vae_token_indexes.numel(), self.trunk.config.patch_latent_dim),
-            generator=self.noise_generator,
+            generator=generator,
         ).to(self.device)
-        latents = self.trunk.encode_images(batch.vae_images, generator=self.noise_generator)
+        latents = self.trunk.encode_images(batch.vae_images, generator=generator)
         out = self.trunk(batch, latents=latents, noise=noise)
         return {
             "plan": self.planner_head(self.trunk, out, batch),
@@ -367,8 +374,10 @@ class ProcessDrivenModule(LightningModule):
         mse = losses["generate"].mean
         return self.hparams.lambda_ce * ce + self.hparams.lambda_mse * mse, ce, mse
 
-    def _shared_step(self, batch: PackedBatch, stage: str) -> torch.Tensor:
-        losses = self.head_losses(batch)
+    def _shared_step(
+        self, batch: PackedBatch, stage: str, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        losses = self.head_losses(batch, generator)
         loss, ce, mse = self.total_loss(losses)
         train = stage == "train"
         log = dict(on_step=train, on_epoch=not train, batch_size=1, add_dataloader_idx=False)
@@ -388,7 +397,14 @@ class ProcessDrivenModule(LightningModule):
     def validation_step(self, batch: PackedBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         # A datamodule with several validation loaders names them (the mixture: one per subset).
         names = getattr(getattr(self.trainer, "datamodule", None), "val_names", None)
-        self._shared_step(batch, f"val/{names[dataloader_idx]}" if names else "val")
+        stage = f"val/{names[dataloader_idx]}" if names else "val"
+        self._shared_step(batch, stage, self._validation_generator(batch_idx, dataloader_idx))
+
+    def _validation_generator(self, batch_idx: int, dataloader_idx: int) -> torch.Generator:
+        """Validation's noise, a function of (seed, step, loader, batch) alone: drawing it from the training
+        generator made a run resumed from a checkpoint written just before validation drift apart."""
+        key = [self.hparams.seed, self.global_step, dataloader_idx, batch_idx]
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_started = time.perf_counter()

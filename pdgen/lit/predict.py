@@ -27,6 +27,7 @@ from lightning.pytorch import LightningModule
 from pdgen.data.prompts import PredictRequest, PromptsDataModule
 from pdgen.inference.loop import Generation, generate
 from pdgen.lit.callbacks import EMA
+from pdgen.lit.checkpoint_io import load_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def load_ema_weights(module: LightningModule, ckpt_path: str | os.PathLike[str])
     Raises:
         ValueError: the average names a parameter `module` does not have (another model's checkpoint).
     """
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = load_checkpoint_file(ckpt_path, mmap=True)
     state = checkpoint.get("callbacks", {}).get(EMA().state_key)
     if not state or not state.get("shadow"):
         log.info("%s holds no EMA average: predicting with the raw weights", ckpt_path)

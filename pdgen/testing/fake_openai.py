@@ -11,7 +11,9 @@ tests of network clients need no network, no key and no extra package::
         server.remaining     # scripted replies not taken yet
 
 A `Reply` is one of: `content` (a well-formed chat completion whose message says that), `json` (that body
-as it is), `text` (a body that is not JSON), or only a `status` (an error body). `delay` holds the answer
+as it is), `text` (a body that is not JSON), `raw` (bytes sent on the socket as they are, then the
+connection closed: a garbage status line, a body shorter than its `Content-Length`), or only a `status`
+(an error body). `delay` holds the answer
 back that many seconds, so a client with a shorter timeout sees a timeout; closing the server cuts
 pending delays short. When the script runs out the server answers 500 with a message saying so, which
 a test sees as an unexpected extra request.
@@ -37,6 +39,7 @@ class Reply:
         content: the assistant message of a well-formed chat completion.
         json: a response body sent as it is (e.g. a completion without `choices`).
         text: a response body that is not JSON.
+        raw: bytes written on the connection instead of an HTTP response, which is then closed.
         status: the HTTP status; with no body given, an OpenAI-style error body is sent.
         delay: seconds to wait before answering.
     """
@@ -44,13 +47,14 @@ class Reply:
     content: str | None = None
     json: dict[str, Any] | None = None
     text: str | None = None
+    raw: bytes | None = None
     status: int = 200
     delay: float = 0.0
 
     def __post_init__(self) -> None:
-        given = [name for name in ("content", "json", "text") if getattr(self, name) is not None]
+        given = [name for name in ("content", "json", "text", "raw") if getattr(self, name) is not None]
         if len(given) > 1:
-            raise ValueError(f"Reply takes at most one of content, json, text; got {given}")
+            raise ValueError(f"Reply takes at most one of content, json, text, raw; got {given}")
         if self.delay < 0:
             raise ValueError(f"Reply.delay must be >= 0, got {self.delay}")
 
@@ -167,6 +171,10 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if reply.delay and fake._closing.wait(reply.delay):
                 self.close_connection = True
                 return  # the server is closing: drop the answer
+            if reply.raw is not None:
+                self.wfile.write(reply.raw)
+                self.close_connection = True
+                return
             self._send(reply.status, reply.body(model, number), json_body=reply.text is None)
 
         def _send(self, status: int, payload: bytes, json_body: bool = True) -> None:

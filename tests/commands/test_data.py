@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from pdgen.cli import main
+from pdgen.testing.damage import rewrite_shard
 
 SMALL = ["--n", "6", "--val_size", "2", "--samples_per_shard", "4"]
 
@@ -49,7 +50,23 @@ def test_stats_counts_shards_brought_without_a_manifest(data, tmp_path, capsys):
     main(["data", "stats", str(data / "alignment")])
     listed = capsys.readouterr().out
     # The same figures, by counting inspections instead of reading the manifest.
-    assert counted.split("\n", 1)[1] == listed.split("\n", 1)[1]
+    assert table_rows(counted) == table_rows(listed)
+    assert "recount: 6 training samples read (no manifest to compare with); no sample skipped" in counted
+
+
+def test_a_recount_flags_samples_missing_against_the_manifest(data, tmp_path, capsys):
+    copy = tmp_path / "alignment"
+    shutil.copytree(data / "alignment", copy)
+    rewrite_shard(copy / "train-000000.tar", keep=1)  # a valid tar cut after its first sample (of 4)
+    main(["data", "stats", str(copy), "--recount"])
+    out = capsys.readouterr().out
+    assert re.search(r"\| Total samples +\| +3 \|", out)
+    assert "recount: 3 of the manifest's 6 training samples read (3 MISSING)" in out
+    assert "3 sample(s) skipped: 3 truncated" in out
+
+
+def table_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("|")]
 
 
 def test_build_refuses_a_checkpoint_that_is_not_there(tmp_path):

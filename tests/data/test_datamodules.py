@@ -1,11 +1,12 @@
 """The DataModules: each subset builds its shards and yields one PackedBatch per step; the mixture draws the
-subsets by weight; all of them resume at the exact pack and count corrupt samples."""
+subsets by weight; all of them resume at the exact pack and count the samples they skip, by cause."""
 
 import io
 import itertools
 import logging
 import shutil
 import tarfile
+import time
 
 import lightning as L
 import pytest
@@ -16,9 +17,11 @@ from pdgen.data.datamodules import (
     ConflictDataModule,
     MixtureDataModule,
     MultiTurnDataModule,
+    PackedTrajectoryDataset,
 )
 from pdgen.data.packing import PackedBatch
 from pdgen.data.shards import ReaderPart
+from pdgen.testing.damage import decompression_bomb_png, rewrite_shard
 from pdgen.trajectory import Inspect
 
 SMALL = dict(num_trajectories=48, val_size=6, samples_per_shard=8, max_tokens=1024, shuffle_buffer=16)
@@ -119,7 +122,8 @@ def test_a_corrupt_sample_is_counted_and_training_goes_on(built, tmp_path, worke
     packs = take(dm.train_dataloader(), 5)  # a whole epoch and more
     assert len(set(packs)) == 5
     # All 8 of that shard, once per epoch read so far (workers read ahead), summed over the processes.
-    assert dm.corrupt_samples >= 8 and dm.corrupt_samples % 8 == 0
+    unreadable = dm.skipped_samples["unreadable_image"]
+    assert unreadable >= 8 and unreadable % 8 == 0
 
 
 class Recorder(L.LightningModule):
@@ -159,6 +163,62 @@ def test_a_resumed_fit_sees_the_packs_an_uninterrupted_fit_sees(built, tmp_path)
     resumed = module(built, num_workers=2)
     trainer(6, enable_checkpointing=False).fit(second, datamodule=resumed, ckpt_path=path)
     assert first.seen + second.seen == full.seen
+
+
+class MetricsRecorder(L.pytorch.loggers.Logger):
+    """A logger that keeps what it is given (TensorBoard gets the same calls)."""
+
+    name, version = "recorder", 0
+    experiment = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: list[dict] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append(dict(metrics))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def damage(built, root) -> None:
+    """A copy of ``built`` that loses 5 samples to a shard cut at a sample boundary and 1 to a
+    decompression bomb in place of a PNG."""
+    shutil.copytree(built, root)
+    rewrite_shard(root / "train-000001.tar", keep=3)
+    rewrite_shard(root / "train-000002.tar", replace={"train000000016.00.png": decompression_bomb_png()})
+
+
+def test_every_lost_sample_is_counted_by_cause_and_training_goes_on(built, tmp_path, caplog):
+    damage(built, tmp_path / "damaged")
+    # At 200 tokens a pack, the longest samples (237 and 295 tokens) cannot be packed.
+    dm = module(tmp_path / "damaged", max_tokens=200, prompt_dropout=0.0)
+    epoch = PackedTrajectoryDataset(dm.stream("train"), dm.packer, dm.budget, epochs=1, skipped=dm.skipped)
+    packed = sum(len(pack.sample_lens) for pack in epoch)
+    lost = dm.skipped_samples
+    assert lost["truncated"] == 5 and lost["unreadable_image"] == 1 and lost["corrupt"] == 0
+    assert lost["too_long"] > 0 and packed + sum(lost.values()) == SMALL["num_trajectories"]
+
+    logger = MetricsRecorder()
+    fit = L.Trainer(max_steps=3, accelerator="cpu", logger=logger, log_every_n_steps=1,
+                    enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                    enable_checkpointing=False)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="pdgen.data.datamodules"):
+        fit.fit(Recorder(), datamodule=dm)
+    assert fit.global_step == 3  # the run went on
+    logged = [m for m in logger.metrics if "data/skipped_truncated" in m]
+    assert logged and logged[-1]["data/skipped_unreadable_image"] >= 1
+    assert any(line.startswith("data: ") and "truncated" in line for line in caplog.messages)
+
+
+@pytest.mark.parametrize("kind", ["subset", "mixture"])
+def test_data_too_long_for_any_pack_is_an_error_not_a_hang(built, conflict_root, kind):
+    dm = module(built, max_tokens=64) if kind == "subset" else mixture(built, conflict_root, max_tokens=64)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="no pack can be filled: .* longer than max_tokens=64"):
+        next(iter(dm.train_dataloader()))
+    assert time.monotonic() - started < 30
 
 
 # ---- the reasoning subsets and the mixture -------------------------------------------------------------
@@ -252,7 +312,7 @@ def test_the_mixture_counts_corrupt_samples_of_every_subset(built, conflict_root
     shard.write_bytes(shard.read_bytes()[:3000])  # the shard breaks off in its first sample
     dm = mixture(built, tmp_path / "conflict")
     take(dm.train_dataloader(), 3)
-    assert dm.corrupt_samples >= 1
+    assert dm.skipped_samples["truncated"] >= 1
 
 
 def test_the_mixture_refuses_weights_that_do_not_name_its_subsets(built, conflict_root):

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from pdgen.data.shards import (
-    CorruptCounter,
     ReaderPart,
     ShardSetWriter,
     ShardSource,
@@ -20,6 +19,8 @@ from pdgen.data.shards import (
     stats_table,
     write_manifest,
 )
+from pdgen.data.skips import SkipCounter
+from pdgen.testing.damage import decompression_bomb_png, rewrite_shard
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
 
@@ -172,11 +173,11 @@ def test_corrupt_samples_are_skipped_counted_and_named(tmp_path, caplog):
     rewrite_member(shard, "s0001.00.png", lambda data: data[: len(data) // 2])  # truncated PNG
     rewrite_member(shard, "s0003.trajectory.json", lambda data: data[:-5])  # JSON cut short
     rewrite_member(shard, "s0004.trajectory.json", lambda data: data.replace(b'"plan"', b'"plot"'))
-    counter = CorruptCounter()
+    counter = SkipCounter()
     with caplog.at_level(logging.WARNING, logger="pdgen.data.shards"):
-        read = read_all(ShardSource([shard], corrupt=counter))
+        read = read_all(ShardSource([shard], skipped=counter))
     assert [prompt for _, prompt in read] == ["prompt 0", "prompt 2", "prompt 5"]  # iteration went on
-    assert counter.total == 3
+    assert counter.by_cause() == {"corrupt": 2, "truncated": 0, "too_long": 0, "unreadable_image": 1}
     warnings = "\n".join(r.getMessage() for r in caplog.records)
     for key, why in [("s0001", "00.png is not a readable PNG"), ("s0003", "not valid JSON"),
                      ("s0004", "unknown step kind 'plot'")]:  # fmt: skip
@@ -187,9 +188,55 @@ def test_a_truncated_shard_counts_and_the_next_shard_is_read(tmp_path, caplog):
     entry = write_split(tmp_path, 6, 3)
     first, second = (tmp_path / s["name"] for s in entry["shards"])
     first.write_bytes(first.read_bytes()[:2000])  # cut inside the second sample
-    counter = CorruptCounter()
+    counter = SkipCounter()
     with caplog.at_level(logging.WARNING, logger="pdgen.data.shards"):
-        read = read_all(ShardSource([first, second], shuffle=False, corrupt=counter))
+        read = read_all(ShardSource([first, second], shuffle=False, skipped=counter))
     assert [prompt for _, prompt in read] == ["prompt 0", "prompt 3", "prompt 4", "prompt 5"]
-    assert counter.total == 1
+    assert counter.by_cause()["truncated"] == 1  # no sample counts to compare with: one per break
     assert "train-000000.tar: the shard breaks off" in caplog.text
+
+
+@pytest.mark.parametrize("readers", [1, 3])  # shards dealt out whole; samples dealt out (3 readers, 2 shards)
+def test_a_shard_cut_at_a_sample_boundary_counts_every_sample_it_lost(tmp_path, caplog, readers):
+    entry = write_split(tmp_path, 8, 4)
+    shards = [tmp_path / s["name"] for s in entry["shards"]]
+    rewrite_shard(shards[0], keep=1)  # a valid tar, three samples short
+    counter = SkipCounter()
+    counts = [s["samples"] for s in entry["shards"]]
+    source = ShardSource(shards, shuffle=False, skipped=counter, samples_per_shard=counts)
+    with caplog.at_level(logging.WARNING, logger="pdgen.data.shards"):
+        parts = [ReaderPart(worker=i, num_workers=readers) for i in range(readers)]
+        read = [sample for part in parts for sample in read_all(source, 0, part)]
+    assert len(read) == 5 and counter.by_cause()["truncated"] == 3  # each lost sample counted once
+    assert "train-000000.tar: the shard ends after 1 of its 4 samples" in caplog.text
+
+
+def test_a_shard_cut_inside_a_member_counts_the_whole_loss(tmp_path):
+    entry = write_split(tmp_path, 8, 4)
+    first, second = (tmp_path / s["name"] for s in entry["shards"])
+    first.write_bytes(first.read_bytes()[:2000])  # breaks off inside the second sample
+    counter = SkipCounter()
+    source = ShardSource([first, second], shuffle=False, skipped=counter, samples_per_shard=[4, 4])
+    assert len(read_all(source)) == 5
+    assert counter.total == 3 and counter.by_cause()["truncated"] >= 2  # the half sample may count as corrupt
+
+
+def test_a_decompression_bomb_is_skipped_counted_and_named(tmp_path, caplog):
+    write_split(tmp_path, 3, 3)
+    shard = tmp_path / "train-000000.tar"
+    rewrite_member(shard, "s0001.00.png", lambda _: decompression_bomb_png())
+    counter = SkipCounter()
+    with caplog.at_level(logging.WARNING, logger="pdgen.data.shards"):
+        read = read_all(ShardSource([shard], skipped=counter))
+    assert [prompt for _, prompt in read] == ["prompt 0", "prompt 2"]
+    assert counter.by_cause()["unreadable_image"] == 1
+    assert "train-000000.tar/s0001" in caplog.text and "00.png is not a readable PNG" in caplog.text
+
+
+def test_the_next_build_removes_the_temporary_shard_of_a_killed_one(tmp_path):
+    killed = tmp_path / ".train-000003.tar.q8w7e6.tmp"  # what a `kill -9` during a shard write leaves
+    killed.write_bytes(b"half a shard")
+    other = tmp_path / ".val-000000.tar.q8w7e6.tmp"
+    other.write_bytes(b"half a shard")
+    write_split(tmp_path, 2, 2)
+    assert not killed.exists() and other.exists()  # the train writer cleans its own split's

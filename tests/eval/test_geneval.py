@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from PIL import Image
 
 from pdgen.eval.geneval import (
     Detection,
@@ -12,10 +13,13 @@ from pdgen.eval.geneval import (
     evaluate,
     relative_position,
     result_row,
+    score_folder,
     score_image,
     select_detections,
     summarize,
 )
+from pdgen.eval.samples import write_prompt_folder
+from pdgen.images import UnreadableImage
 
 
 def det(name, box, score=0.95, color=None):
@@ -202,3 +206,12 @@ def test_overall_is_the_mean_of_tag_means():
     with pytest.raises(ValueError):
         summarize([])
     assert ImageResult(True, "", {}).details() == {}
+
+
+def test_an_unreadable_image_is_named_by_its_path(tmp_path):
+    metadata = {"tag": "single_object", "include": []}
+    folder = write_prompt_folder(tmp_path, 0, metadata, [Image.new("RGB", (32, 32))])
+    image = folder / "samples" / "0000.png"
+    image.write_bytes(image.read_bytes()[:60])  # truncated: PIL's own error would not say which file
+    with pytest.raises(UnreadableImage, match=f"^{image}: "):
+        score_folder(tmp_path, detector=None)

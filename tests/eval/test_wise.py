@@ -24,6 +24,7 @@ from pdgen.eval.wise import (
     wiscore,
 )
 from pdgen.judges.openai import ChatClient
+from pdgen.testing.damage import decompression_bomb_png
 from pdgen.testing.fake_openai import FakeOpenAI, Reply
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "wise_legacy_sample.json"
@@ -200,6 +201,18 @@ def test_a_prompt_that_fails_after_the_retries_is_counted_not_dropped(images: Pa
     # The failed prompts are out of their categories' means, and say so through the counts.
     assert summary["categories"]["culture"] == {"score": pytest.approx(0.9), "images": 1}
     assert summary["categories"]["chemistry"] == {"score": pytest.approx(0.45), "images": 1}
+
+
+def test_a_reply_cut_short_or_an_unreadable_image_is_a_failed_row_not_an_exception(images: Path) -> None:
+    prompt_set = load_prompts(FIXTURE)
+    (images / "1.png").write_bytes(decompression_bomb_png())
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n{"  # http.client raises IncompleteRead
+    script = [Reply(raw=cut)] * 2 + [answer(scores) for scores in SCORES[2:]]
+    with FakeOpenAI(script) as server:
+        rows = judge_images(prompt_set, images, judge_for(server, retries=1))
+    assert rows[0]["error"].startswith("unreadable image: ") and "decompression bomb" in rows[0]["error"]
+    assert "IncompleteRead" in rows[1]["error"] and len(rows[1]["attempts"]) == 2
+    assert summarize(rows, prompt_set.schema)["failed_ids"] == [1, 2]
 
 
 def test_resume_judges_only_what_failed(images: Path) -> None:

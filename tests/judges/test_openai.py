@@ -82,8 +82,9 @@ def test_backoff_doubles(monkeypatch):
 def test_the_cache_answers_reruns_and_every_raw_reply_is_logged(tmp_path):
     with FakeOpenAI([Reply(text="garbage"), Reply(content="first")]) as server:
         first = client_for(server, cache_dir=tmp_path).complete(user("hello"), temperature=0.5)
-    with FakeOpenAI([]) as server_again:  # a different port is a different URL: same key only by design
-        rerun = ChatClient(server.base_url, model="judge-1", cache_dir=tmp_path)
+    with FakeOpenAI([]) as server_again:  # the server restarted on another port: the answer is the same
+        assert server_again.base_url != server.base_url
+        rerun = ChatClient(server_again.base_url, model="judge-1", cache_dir=tmp_path)
         again = rerun.complete(user("hello"), temperature=0.5)
     assert (again.content, again.raw, again.cached) == (first.content, first.raw, True)
     assert rerun.counts == {"cached": 1} and server_again.requests == []
@@ -93,6 +94,35 @@ def test_the_cache_answers_reruns_and_every_raw_reply_is_logged(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "replies.jsonl").read_text().splitlines()]
     assert [entry["outcome"] for entry in log] == ["malformed", "ok"]
     assert log[0]["raw"] == "garbage" and log[1]["raw"]["choices"][0]["message"]["content"] == "first"
+
+
+GARBAGE_STATUS_LINE = b"garbage\r\n\r\n"
+SHORT_BODY = b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n{\"choices\": ["
+
+
+@pytest.mark.parametrize(
+    ("broken", "error"),
+    [(GARBAGE_STATUS_LINE, "BadStatusLine"), (SHORT_BODY, "IncompleteRead"), (b"", "Remote end closed")],
+)
+def test_transport_failures_from_http_client_are_retried_and_counted(broken, error):
+    with FakeOpenAI([Reply(raw=broken), Reply(content="hi")]) as server:
+        client = client_for(server)
+        reply = client.complete(user("hello"))
+    assert reply.content == "hi" and len(server.requests) == 2
+    assert reply.attempts[0].startswith("connection error") and error in reply.attempts[0]
+    assert client.counts == {"connection": 1, "retried": 1, "ok": 1}
+
+
+def test_a_corrupt_cache_entry_is_a_miss_that_is_counted_and_rewritten(tmp_path):
+    with FakeOpenAI([Reply(content="first"), Reply(content="second")]) as server:
+        client_for(server, cache_dir=tmp_path).complete(user("hello"))
+        [entry] = tmp_path.glob("*/*.json")
+        entry.write_text(entry.read_text()[:30])  # a cache file cut short
+        again = client_for(server, cache_dir=tmp_path)
+        reply = again.complete(user("hello"))
+    assert (reply.content, reply.cached) == ("second", False)
+    assert again.counts == {"cache_corrupt": 1, "ok": 1}
+    assert json.loads(entry.read_text())["content"] == "second"
 
 
 def test_image_part_is_a_png_data_url():

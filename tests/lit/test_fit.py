@@ -1,15 +1,17 @@
 """Training end to end, in-process: the CLI on the shipped config, exact resume, EMA, the trajectory view."""
 
+import contextlib
 import copy
 
 import pytest
 import torch
 import yaml
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pdgen.cli import main
 from pdgen.data.datamodules import MultiTurnDataModule
-from pdgen.lit import EMA, ProcessDrivenModule, TrajectoryLogger
+from pdgen.lit import EMA, AtomicCheckpointIO, ProcessDrivenModule, TrajectoryLogger
 
 
 class LossRecorder(Callback):
@@ -82,6 +84,44 @@ def test_a_resumed_fit_repeats_the_uninterrupted_one(make_module, world_packs, t
     assert first + rest == pytest.approx(straight, abs=1e-6, rel=0)
     for name, value in ema_straight.shadow.items():
         torch.testing.assert_close(ema_resumed.shadow[name], value, atol=1e-6, rtol=0)
+
+
+class Killed(BaseException):
+    """The process dying: Lightning saves nothing more."""
+
+
+class KillBeforeValidating(Callback):
+    """Dies when validation starts at `step`: after `ModelCheckpoint` saved that step, before validating."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.global_step == self.step:
+            raise Killed
+
+
+def test_a_run_killed_where_it_checkpoints_and_validates_resumes_exactly(make_module, world_packs, tmp_path):
+    # Step 2 is saved (ModelCheckpoint, on_train_batch_end), then validated: the resumed run must repeat
+    # the uninterrupted one, which validated at step 2, bit for bit.
+    def run(name, *callbacks, ckpt_path=None):
+        world_packs.packs_consumed = 0  # a resumed fit reads its position from the checkpoint
+        recorder = LossRecorder()
+        saver = ModelCheckpoint(tmp_path / name, save_last=True, every_n_train_steps=2)
+        trainer = Trainer(accelerator="cpu", max_steps=4, gradient_clip_val=1.0, logger=False,
+                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                          val_check_interval=2, check_val_every_n_epoch=None, limit_val_batches=1,
+                          plugins=[AtomicCheckpointIO()],
+                          callbacks=[recorder, EMA(0.9), saver, *callbacks])  # fmt: skip
+        module = make_module(schedule_steps=4, warmup_steps=1)
+        with contextlib.suppress(Killed):
+            trainer.fit(module, datamodule=world_packs, ckpt_path=ckpt_path)
+        return recorder.losses
+
+    straight = run("straight")
+    first = run("killed", KillBeforeValidating(step=2))
+    rest = run("resumed", ckpt_path=tmp_path / "killed" / "last.ckpt")
+    assert len(first) == 2 and first + rest == straight  # bit-identical
 
 
 @pytest.fixture(scope="module")

@@ -101,3 +101,10 @@ class _Cycle(IterableDataset):
 
 def as_is(pack: PackedBatch) -> PackedBatch:
     return pack
+
+
+def fit_args(root, *extra) -> list[str]:
+    """`pdgen fit` arguments: the shipped recipe on these world packs, quietly, writing under `root`."""
+    return ["fit", "-c", "configs/full.yaml", *extra, "--data", "world_packs.WorldPacks",
+            "--model.init_args.warmup_steps", "1", "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)]  # fmt: skip

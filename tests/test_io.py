@@ -1,0 +1,39 @@
+"""Atomic writes: the destination holds the old file or the whole new one, and temporaries do not leak."""
+
+import pytest
+
+from pdgen.io import atomic_write, remove_stale_temporaries
+
+
+def test_the_file_appears_whole_from_a_temporary_in_its_own_directory(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("TMPDIR", str(elsewhere))  # $TMPDIR is never used: it may be another filesystem
+    target = tmp_path / "out" / "data.bin"
+    target.parent.mkdir()
+    with atomic_write(target) as file:
+        file.write(b"abc")
+        [temporary] = target.parent.iterdir()
+        assert temporary.name.startswith(".data.bin.") and temporary.name.endswith(".tmp")
+        assert not target.exists()
+    assert target.read_bytes() == b"abc" and list(elsewhere.iterdir()) == []
+    assert [p.name for p in target.parent.iterdir()] == ["data.bin"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_write(target) as file:
+        file.write(b"half")
+        raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["data.bin"]
+
+
+def test_stale_temporaries_of_matching_names_are_removed(tmp_path):
+    stale = [tmp_path / ".last.ckpt.k2j3h4.tmp", tmp_path / ".epoch=0-step=4.ckpt.a8s7d6.tmp"]
+    kept = [tmp_path / "last.ckpt", tmp_path / ".train-000000.tar.x1.tmp", tmp_path / "notes.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path, "*.ckpt") == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+    assert remove_stale_temporaries(tmp_path / "missing") == []
