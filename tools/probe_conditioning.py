@@ -1,13 +1,23 @@
-"""Does the generator read the plan? How much a checkpoint's velocity moves when only the words change.
+"""Does the generator read the plan? How far a checkpoint's velocity moves when only the words change, as a
+share of how far a perfect reader's would.
 
-The same world rollout (an empty background, then one object) is packed twice with the same images, flow
-times and noise, once with its own plan text ("Add a red circle.") and once with another object's words
-("Add a blue square."). At flow time t the model cannot see the object through the noise when t is near 1,
-so a generator that reads its plan predicts different velocities for the two texts; one that ignores the
-text predicts the same average. Printed per t: the mean |v_a - v_b| over the second image's latent tokens,
-the mean error |v_a - target| for scale, and the same difference for hidden states.
+A world rollout of ``a photo of a <words a>`` (the background, then one object) is packed twice with the same
+images, flow times and noise: once with its own plan text, once with the plan the world writes for
+``<words b>`` (same seed). A generator that reads its plan predicts different velocities for the two texts;
+one that ignores the text predicts the same.
 
-    python tools/probe_conditioning.py runs/full/version_0/checkpoints/last.ckpt data/multiturn-aug/tokenizer
+How different should they be? A perfect reader's velocity is ``v*(x_t, text) = (x_t - E[x0 | x_t, text])
+/ t`` (rectified flow: ``x_t = (1 - t) x0 + t eps``, ``v = eps - x0``), so the difference it makes between two
+texts is ``(E[x0 | x_t, b] - E[x0 | x_t, a]) / t``. The tool estimates each posterior mean from the world
+itself: the images of ``--candidates`` rollouts of the prompt whose plan text is exactly the one packed
+(weighted by how well each explains x_t). At t = 1 that is the mean image of the text; where the text does not
+fix the object's place or colour it is an average, and the ceiling is correspondingly small.
+
+Printed per pair and t: the model's mean |v_a - v_b| over the drawn image's latent tokens, the perfect
+reader's, and their ratio (1: reads the plan as well as possible; 0: ignores it), with the model's error
+|v_a - target| for scale.
+
+    python tools/probe_conditioning.py runs/full/version_0/checkpoints/last.ckpt data/base/tokenizer
 """
 
 from __future__ import annotations
@@ -16,14 +26,20 @@ import argparse
 
 import torch
 
-from pdgen.data.packing import PackingConfig, TrajectoryPacker
+from pdgen.data.packing import PackingConfig, TrajectoryPacker, image_grid, image_pixels
 from pdgen.data.tokenizer import load_tokenizer
 from pdgen.lit.module import ProcessDrivenModule, packing_for_trunk
 from pdgen.lit.predict import load_ema_weights
+from pdgen.models.bagel.flow import add_noise
 from pdgen.trajectory import Plan, Sketch, Trajectory
-from pdgen.world.rollout import rollout
+from pdgen.world.config import WorldConfig
+from pdgen.world.rollout import WorldStep, rollout
 
-WORDS = (("red circle", "blue square"), ("green triangle", "yellow star"))
+WORDS = (
+    ("red circle", "blue square"),
+    ("green triangle", "yellow circle"),
+    ("purple square", "orange triangle"),
+)
 
 
 def load(ckpt: str) -> ProcessDrivenModule:
@@ -33,32 +49,79 @@ def load(ckpt: str) -> ProcessDrivenModule:
     return module.eval()
 
 
-def pair(words: tuple[str, str], seed: int) -> tuple[Trajectory, Trajectory]:
-    """Two trajectories with the images of ``a photo of a <words[0]>`` and each one's own plan words."""
-    empty, drawn = rollout(f"a photo of a {words[0]}", seed)[:2]
+def first_object(words: str, seed: int, world: WorldConfig) -> tuple[WorldStep, WorldStep]:
+    """(background, first object) steps of the world's rollout of ``a photo of a <words>``."""
+    empty, drawn = rollout(f"a photo of a {words}", seed, world)[:2]
+    return empty, drawn
 
-    def with_words(w: str) -> Trajectory:
-        plan = Plan(f"Add a {w}.", f"The scene shows a {w} on a grey background.")
-        steps = [Plan(empty.goal.ins, empty.goal.des), Sketch(empty.image), plan, Sketch(drawn.image)]
-        return Trajectory(f"a photo of a {w}", steps)
 
-    return with_words(words[0]), with_words(words[1])
+def trajectory(empty: WorldStep, drawn: WorldStep, text_of: WorldStep) -> Trajectory:
+    """The background and ``drawn``'s image, with ``text_of``'s prompt words and plan."""
+    goal = text_of.goal
+    prompt = f"a photo of {goal.target.phrase()}" if goal.target is not None else goal.ins
+    steps = [
+        Plan(empty.goal.ins, empty.goal.des),
+        Sketch(empty.image),
+        Plan(goal.ins, goal.des),
+        Sketch(drawn.image),
+    ]
+    return Trajectory(prompt, steps)
 
 
 @torch.no_grad()
-def velocities(module: ProcessDrivenModule, packer: TrajectoryPacker, trajectory: Trajectory, t: float):
-    """(velocity, target, hidden) at the last noised image's latent tokens, at flow time ``t``."""
-    batch = packer.collate([packer.sample(trajectory)])
-    n_vae = batch.packed_vae_token_indexes.numel()
+def model_velocity(
+    module: ProcessDrivenModule, packer: TrajectoryPacker, traj: Trajectory, t: float, noise_seed: int
+):
+    """(velocity, target, x0, noise) at the drawn image's latent tokens, at flow time ``t``."""
+    batch = packer.collate([packer.sample(traj)])
     noised = torch.isin(batch.packed_vae_token_indexes, batch.mse_loss_indexes)
     batch.packed_timesteps = torch.where(noised, torch.tensor(t), torch.tensor(0.0))
-    generator = torch.Generator().manual_seed(0)
-    noise = torch.randn(n_vae, module.trunk.config.patch_latent_dim, generator=generator)
-    out = module.trunk(batch, latents=module.trunk.encode_images(batch.vae_images), noise=noise)
-    last = batch.mse_loss_indexes[-batch.vae_latent_shapes[-1][0] * batch.vae_latent_shapes[-1][1] :]
+    noise = torch.randn(
+        batch.packed_vae_token_indexes.numel(), module.trunk.config.patch_latent_dim,
+        generator=torch.Generator().manual_seed(noise_seed),
+    )  # fmt: skip
+    latents = module.trunk.encode_images(batch.vae_images)
+    out = module.trunk(batch, latents=latents, noise=noise)
+    h, w = batch.vae_latent_shapes[-1]
+    last = batch.mse_loss_indexes[-h * w :]
     rows = torch.isin(batch.mse_loss_indexes, last)
-    v = module.trunk.velocity(out.hidden_states, batch.mse_loss_indexes)[rows]
-    return v, out.velocity_target[rows], out.hidden_states[last]
+    velocity = module.trunk.velocity(out.hidden_states, batch.mse_loss_indexes)[rows]
+    x0 = module.trunk.latent_tokens(latents, batch.vae_latent_shapes)
+    on_last = torch.isin(batch.packed_vae_token_indexes, last)
+    return velocity, out.velocity_target[rows], x0[on_last], noise[on_last]
+
+
+def candidates(
+    module: ProcessDrivenModule,
+    packing: PackingConfig,
+    words: str,
+    goal_text: tuple[str, str],
+    world: WorldConfig,
+    count: int,
+) -> torch.Tensor:
+    """(K, N, P) latent tokens of world images whose plan text is ``goal_text`` (from ``count`` rollouts)."""
+    found = []
+    for seed in range(count):
+        drawn = first_object(words, seed, world)[1]
+        if (drawn.goal.ins, drawn.goal.des) == goal_text:
+            grid = image_grid(
+                drawn.image.size, packing.vae_min_size, packing.vae_max_size, packing.latent_downsample
+            )
+            pixels = image_pixels(drawn.image, grid, packing.latent_downsample)
+            latents = module.trunk.encode_images([pixels])
+            found.append(module.trunk.latent_tokens(latents, [grid]))
+    if not found:
+        raise ValueError(f"no rollout of {words!r} in {count} seeds writes the plan {goal_text}")
+    return torch.stack(found)  # fmt: skip
+
+
+def perfect_velocity(x_t: torch.Tensor, t: float, pool: torch.Tensor) -> torch.Tensor:
+    """``(x_t - E[x0 | x_t]) / t``, the posterior over ``pool`` (K, N, P) from ``x_t ~ N((1-t) x0, t^2)``."""
+    if t <= 0:
+        raise ValueError("the perfect reader is defined for t > 0")
+    log_weight = -((x_t[None] - (1 - t) * pool) ** 2).sum(dim=(1, 2)) / (2 * t * t)  # (K,)
+    mean = (torch.softmax(log_weight, 0)[:, None, None] * pool).sum(0)  # (N, P)
+    return (x_t - mean) / t
 
 
 def main() -> None:
@@ -68,19 +131,35 @@ def main() -> None:
     parser.add_argument("ckpt", help="a `pdgen fit` checkpoint")
     parser.add_argument("tokenizer", help="the tokenizer directory it was trained with")
     parser.add_argument("--times", type=float, nargs="+", default=[1.0, 0.7, 0.4])
+    parser.add_argument("--world", default="default", help="the world preset the checkpoint was trained on")
+    parser.add_argument(
+        "--candidates", type=int, default=64, help="rollouts searched per text for the ceiling"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     module = load(args.ckpt)
+    world = WorldConfig.from_name(args.world)
     packing = packing_for_trunk(PackingConfig.from_name("tiny"), module.trunk.config)
     packer = TrajectoryPacker(load_tokenizer(args.tokenizer), packing)
-    print(f"{'words':<32}{'t':>5}{'|v_a - v_b|':>14}{'|v_a - target|':>16}{'|h_a - h_b| / |h|':>20}")
-    for seed, words in enumerate(WORDS):
-        a, b = pair(words, seed)
+    print(f"{'words':<34}{'t':>5}{'|v_a - v_b|':>13}{'perfect':>9}{'ratio':>7}{'|v_a - target|':>16}")
+    ratios = []
+    for seed, (a, b) in enumerate(WORDS):
+        empty, drawn = first_object(a, seed, world)
+        other = first_object(b, seed, world)[1]
+        pools = [candidates(module, packing, w, (s.goal.ins, s.goal.des), world, args.candidates)
+                 for w, s in ((a, drawn), (b, other))]  # fmt: skip
         for t in args.times:
-            (va, target, ha), (vb, _, hb) = velocities(module, packer, a, t), velocities(module, packer, b, t)
-            ratio = ((ha - hb).abs().mean() / ha.abs().mean()).item()
-            print(f"{' vs '.join(words):<32}{t:>5.1f}{(va - vb).abs().mean().item():>14.4f}"
-                  f"{(va - target).abs().mean().item():>16.4f}{ratio:>20.4f}")  # fmt: skip
+            va, target, x0, noise = model_velocity(module, packer, trajectory(empty, drawn, drawn), t, seed)
+            vb = model_velocity(module, packer, trajectory(empty, drawn, other), t, seed)[0]
+            x_t = add_noise(x0, noise, torch.full((x0.shape[0],), t))
+            perfect = (
+                (perfect_velocity(x_t, t, pools[0]) - perfect_velocity(x_t, t, pools[1])).abs().mean().item()
+            )
+            moved = (va - vb).abs().mean().item()
+            ratios.append(moved / perfect)
+            print(f"{a + ' vs ' + b:<34}{t:>5.1f}{moved:>13.4f}{perfect:>9.4f}{moved / perfect:>7.2f}"
+                  f"{(va - target).abs().mean().item():>16.4f}")  # fmt: skip
+    print(f"mean ratio {sum(ratios) / len(ratios):.2f} over {len(ratios)} (pair, t); 1 = a perfect reader")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ training MSE and two *reading ratios* at t = 1, where the image cannot be seen t
 With the noise fixed, a model that reads the text moves its velocity exactly as the named image demands
 (R = 1); one that ignores the text predicts the same average for both (R = 0).
 
+The best any model can do is not always 1. At t = 1 nothing of the image shows, so when the text does not say
+where the square is (`--cells 4|9` without `--name-cells`), the best velocity can only move by the colour's
+*average* over the cells the square could be in: R_colour's ceiling is then 1/sqrt(cells) (1/2 with 4 cells,
+1/3 with 9). Each R is printed beside its share of that ceiling (R / ceiling), the figure to read.
+
 `--pos-scale` and `--time-scale` rescale two summands of a noised token's input at init (the fixed 2-D
 sin-cos table, whose rows have norm sqrt(C/2) = 8 at C = 128 and so dominate, and the flow-time embedding),
 to measure how the balance of a random-init trunk's inputs changes the learning speed; 1 is BAGEL's.
@@ -29,6 +34,7 @@ to measure how the balance of a random-init trunk's inputs changes the learning 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import torch
@@ -110,6 +116,12 @@ def reading_ratio(module: ProcessDrivenModule, packer: TrajectoryPacker, pairs: 
     return sum(ratios) / len(ratios)
 
 
+def colour_ceiling(cells: int, name_cells: bool) -> float:
+    """The largest R_colour any model reaches at t = 1: 1 when the text fixes the square's cell (one cell, or
+    named), else 1/sqrt(cells) (the best velocity moves by the colour's average over the possible cells)."""
+    return 1.0 if cells == 1 or name_cells else 1.0 / math.sqrt(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,14 +155,17 @@ def main() -> None:
     draws = torch.Generator().manual_seed(args.seed)
     colours = list(PALETTE)
 
-    print(f"{'step':>5}{'mse':>9}{'R_colour':>10}{'R_place':>9}{'s':>6}")
+    ceiling = colour_ceiling(args.cells, args.name_cells)
+    print(f"R_colour's ceiling: {ceiling:.3f} (R_place's: 1)")
+    print(f"{'step':>5}{'mse':>9}{'R_colour':>10}{'/ceiling':>9}{'R_place':>9}{'s':>6}")
     started, mse = time.perf_counter(), float("nan")  # the MSE of the last training step
     for step in range(args.steps + 1):
         if step % args.every == 0:
             r_colour = reading_ratio(module, packer, colour_pairs)
             r_place = reading_ratio(module, packer, place_pairs) if args.name_cells else float("nan")
             elapsed = time.perf_counter() - started
-            print(f"{step:>5}{mse:>9.4f}{r_colour:>10.3f}{r_place:>9.3f}{elapsed:>6.0f}", flush=True)
+            shares = f"{r_colour:>10.3f}{r_colour / ceiling:>9.2f}{r_place:>9.3f}"
+            print(f"{step:>5}{mse:>9.4f}{shares}{elapsed:>6.0f}", flush=True)
         if step == args.steps:
             break
         picks = torch.randint(len(colours), (args.batch,), generator=draws).tolist()

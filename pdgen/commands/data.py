@@ -69,7 +69,7 @@ def plan(
 
 
 def build(
-    subset: Literal["multiturn", "conflict", "alignment"],
+    subset: Literal["base", "multiturn", "conflict", "alignment"],
     /,
     out: Path | None = None,
     n: int | None = None,
@@ -94,15 +94,18 @@ def build(
     `pdgen data build alignment --out data/alignment --n 15000`: the image-instruction alignment subset:
     draft images inspected against their step's instruction, one positive for two negatives.
 
+    `pdgen data build base --out data/base --n 20000`: the base stage's caption pairs (a caption and the
+    scene it describes, `BaseDataModule`), with the tokenizer every later stage reads text with.
+
     Each writes `train-*.tar` / `val-*.tar` shards, `tokenizer/` and `manifest.json`, and prints the paper's
     Table 1 statistics (`pdgen data stats DIR` prints them again).
 
     Args:
-        subset: which subset to build: multiturn, conflict or alignment.
+        subset: which subset to build: base, multiturn, conflict or alignment.
         out: the directory to write (default data/<subset>, for conflicts data/conflict/symbolic or
             data/conflict/self-sampled, where `ConflictDataModule(root="data/conflict")` reads them); it must
             not hold a shard set already.
-        n: training samples (default 10000 multi-turn, 5000 conflict, 15000 alignment).
+        n: training samples (default 20000 base, 10000 multi-turn, 5000 conflict, 15000 alignment).
         augment: let the planner rewrite steps into edits (recolor, replace, remove, move), probability 0.5
             (multiturn and alignment).
         seed: the data seed; the same options give the same shards.
@@ -125,7 +128,12 @@ def build(
         out = Path("data") / subset / mode if subset == "conflict" else Path("data") / subset
     if (out / MANIFEST).exists():
         raise ValueError(f"{out} already holds a shard set ({MANIFEST}); choose another --out or delete it")
-    if subset == "multiturn":
+    if subset == "base":
+        from pdgen.data.base import BaseSpec, build_base
+
+        base = BaseSpec(n or 20_000, val_size, seed, world, samples_per_shard=samples_per_shard)
+        manifest = build_base(out, base, progress=True)
+    elif subset == "multiturn":
         from pdgen.data.build import MultiTurnSpec, build_multiturn
 
         spec = MultiTurnSpec(n or 10_000, val_size, seed, world, augmentation, samples_per_shard)

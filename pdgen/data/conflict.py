@@ -62,6 +62,7 @@ from pdgen.scene.vocabulary import COLORS, OPPOSITE
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 from pdgen.world.config import WorldConfig
 from pdgen.world.layout import LayoutError, WorldState
+from pdgen.world.places import strip_places, with_places
 from pdgen.world.render import render
 
 if TYPE_CHECKING:  # the inference package imports torch and the model; only self-sampling needs it
@@ -97,6 +98,7 @@ def read_scene(des: str, background: str = BACKGROUND) -> SceneGraph:
     Raises:
         ValueError: (a ``ParseError`` among them) text that is not a planner-style description.
     """
+    des = strip_places(des)  # a world that names places ends its descriptions with them
     if des == describe_scene(SceneGraph(), background):
         return SceneGraph()
     head, tail = "The scene shows ", f" on {article(background)} {background} background."
@@ -373,11 +375,13 @@ def finish_sample(
         raise SampleError("fix_mismatch", f"{inspected.ins!r} does not reach {resume.describe()!r}")
     goals += rest
     assert goals[-1].graph.same_as(prompt_graph), (goals[-1].graph, prompt_graph)
-    state, images = WorldState(), []
+    state, images, world = WorldState(), [], editor.config
     try:
-        for goal in goals:
+        for i, goal in enumerate(goals):
             state = editor.apply(state, goal)
-            images.append(render(state, editor.config))
+            images.append(render(state, world))
+            if world.name_places:  # the texts say where the placed objects went, as a rollout's do
+                goals[i] = with_places(goal, state, world.grid)
     except LayoutError as error:
         raise SampleError("layout", str(error)) from error
     k = len(before)

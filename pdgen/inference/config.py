@@ -135,7 +135,15 @@ GENERATION_PRESETS: dict[str, GenerationConfig] = {
     # tiny flow model on this CPU (reference/environment.md), a few images and short texts keep it fast.
     # Its text passes are dispatch-bound, so drafting plans by prompt lookup halves their count for little
     # more per pass (docs/benchmarks.md).
+    # Its text guidance leaves every text out of the unconditional context (the embedded recipe trains that
+    # context with text dropout), so guidance amplifies what the plan asks for. Six images: the background and
+    # four objects (ShapesEval counts to four) and one correction.
     "tiny": GenerationConfig(
-        num_timesteps=30, max_images=4, max_text_tokens=256, image_size=(64, 64), draft_tokens=8
+        num_timesteps=30,
+        max_images=6,
+        max_text_tokens=256,
+        image_size=(64, 64),
+        draft_tokens=8,
+        cfg_text_drops="text",
     ),
 }

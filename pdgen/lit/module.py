@@ -39,6 +39,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from pdgen.data.packing import PackedBatch, PackingConfig
+from pdgen.data.tokenizer import content_token_ids
 from pdgen.models.bagel import BagelConfig, BagelTrunk
 from pdgen.models.bagel.flow import TimestepDistribution, sample_timesteps
 from pdgen.models.heads import GeneratorHead, HeadLoss, InspectorHead, PlannerHead
@@ -264,7 +265,8 @@ class ProcessDrivenModule(LightningModule):
         log.info("trunk weights from %s (%s)", path, "EMA average" if ema.get("shadow") else "raw weights")
 
     def setup(self, stage: str) -> None:
-        """Loads `init_from`; sets the datamodule's packing geometry from the trunk; reads `<|vision_start|>`.
+        """Loads `init_from`; sets the datamodule's packing geometry from the trunk; reads `<|vision_start|>`
+        and the content words off its tokenizer.
 
         Runs after the datamodule's `setup` and before its loaders are made (Lightning's order), so packs are
         built for this trunk whatever packing preset the datamodule was given.
@@ -278,15 +280,16 @@ class ProcessDrivenModule(LightningModule):
             if aligned != packing:
                 log.info("packing geometry set from the trunk %r: %s", self.trunk.config.name, aligned)
                 datamodule.packing_config = aligned
-        if self.planner_head is not None:
-            return
         tokenizer = getattr(datamodule, "tokenizer", None)
-        if tokenizer is None:
-            raise ValueError(
-                "ProcessDrivenModule: vision_start_id is not set and the datamodule has no `tokenizer` to "
-                "read it from; pass model.vision_start_id"
-            )
-        self._build_language_heads(tokenizer.convert_tokens_to_ids("<|vision_start|>"))
+        if self.planner_head is None:
+            if tokenizer is None:
+                raise ValueError(
+                    "ProcessDrivenModule: vision_start_id is not set and the datamodule has no `tokenizer` "
+                    "to read it from; pass model.vision_start_id"
+                )
+            self._build_language_heads(tokenizer.convert_tokens_to_ids("<|vision_start|>"))
+        if tokenizer is not None:  # the plan's content words, logged apart (`plan_content_loss`)
+            self.planner_head.content_ids = torch.tensor(content_token_ids(tokenizer))
 
     def _apply_finetune_mode(self) -> None:
         hp = self.hparams

@@ -66,15 +66,21 @@ class _LanguageHead(nn.Module):
     role: CeRole
     owns_vision_start: bool
 
-    def __init__(self, vision_start_id: int, lm_head: nn.Linear | None = None) -> None:
+    def __init__(
+        self, vision_start_id: int, lm_head: nn.Linear | None = None, content_ids: list[int] | None = None
+    ) -> None:
         """
         Args:
             vision_start_id: the tokenizer's `<|vision_start|>` id; splits the SPECIAL labels between heads.
             lm_head: a separate output projection for this head; None shares the trunk's `lm_head`.
+            content_ids: token ids of content words (`pdgen.data.tokenizer.content_token_ids`); when given,
+                the CE and accuracy on labels that are one of them are reported apart (`content_loss`,
+                `content_acc`), because the template words of a plan dominate its mean CE.
         """
         super().__init__()
         self.vision_start_id = vision_start_id
         self.lm_head = lm_head
+        self.content_ids = None if content_ids is None else torch.tensor(sorted(content_ids))
 
     def select(self, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) bool over `batch.ce_loss_indexes`: this head's labels; and (N,) bool: which are SPECIAL."""
@@ -92,7 +98,8 @@ class _LanguageHead(nn.Module):
             logits = trunk.lm_logits(out.hidden_states, indexes)  # (N, V)
         else:
             logits = self.lm_head(out.hidden_states[indexes])  # (N, V)
-        loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
+        losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (N,)
+        loss_sum = losses.sum()
         with torch.no_grad():
             correct = logits.argmax(-1) == labels
             is_special = special[mine]
@@ -101,6 +108,11 @@ class _LanguageHead(nn.Module):
             }
             if is_special.any():
                 metrics["special_acc"] = correct[is_special].float().mean()
+            if self.content_ids is not None:
+                is_content = torch.isin(labels, self.content_ids.to(labels.device))
+                if is_content.any():
+                    metrics["content_loss"] = losses[is_content].mean()
+                    metrics["content_acc"] = correct[is_content].float().mean()
         return HeadLoss(loss_sum, int(labels.numel()), metrics)
 
 

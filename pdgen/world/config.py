@@ -26,6 +26,8 @@ class WorldConfig:
         margin: added to GenEval's 0.1 position threshold when the layout checks a relation, so that
             relations still hold on slightly different detected boxes.
         supersample: drawing resolution factor; downsampling by area averaging anti-aliases edges.
+        name_places: plans name where each object goes (`pdgen.world.places`): the instruction the cell of
+            what it adds or moves, the description every object's colour and cell.
     """
 
     size: int = 64
@@ -36,6 +38,7 @@ class WorldConfig:
     position_jitter: float = 0.6
     margin: float = 0.1
     supersample: int = 4
+    name_places: bool = False
 
     def __post_init__(self) -> None:
         if not 32 <= self.size <= 128:

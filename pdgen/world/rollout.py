@@ -21,6 +21,7 @@ from pdgen.scene.parser import parse
 from pdgen.scene.plan import StepGoal, plan
 from pdgen.world.config import DEFAULT_WORLD, WorldConfig
 from pdgen.world.layout import LayoutError, WorldState
+from pdgen.world.places import with_places
 from pdgen.world.render import render
 
 
@@ -66,6 +67,8 @@ def rollout(
         try:
             for goal in goals:
                 state = editor.apply(state, goal)
+                if config.name_places:
+                    goal = with_places(goal, state, config.grid)
                 steps.append(WorldStep(goal, state, render(state, config)))
         except LayoutError:
             continue

@@ -128,3 +128,64 @@ def test_an_injected_8bit_adamw_gets_only_trainable_parameters(make_module, worl
     before = module.trunk.llm2vae.weight.detach().clone()
     optimizer.step()
     assert not torch.equal(module.trunk.llm2vae.weight, before)
+
+
+def _fit_checkpoint(module, path, ema_shift: float | None = None) -> None:
+    """A checkpoint as `pdgen fit` writes it: the state dict, and the EMA callback's average when given
+    (here the weights shifted by `ema_shift`, to tell the two apart)."""
+    from pdgen.lit.callbacks import EMA
+
+    checkpoint = {"state_dict": module.state_dict(), "callbacks": {}}
+    if ema_shift is not None:
+        shadow = {n: p.detach() + ema_shift for n, p in module.named_parameters() if p.requires_grad}
+        checkpoint["callbacks"][EMA().state_key] = {"decay": 0.9, "shadow": shadow}
+    torch.save(checkpoint, path)
+
+
+def test_init_from_loads_the_trunk_by_key_and_prefers_the_ema_average(make_module, tmp_path):
+    trained = make_module()
+    with torch.no_grad():
+        for p in trained.trunk.parameters():
+            p.add_(0.5)
+    _fit_checkpoint(trained, tmp_path / "base.ckpt", ema_shift=1.0)
+
+    fresh = make_module(init_from=str(tmp_path / "base.ckpt"))
+    fresh.load_trunk_weights(tmp_path / "base.ckpt")
+    name = "language_model.model.layers.0.self_attn.q_proj_moe_gen.weight"
+    mine, theirs = fresh.trunk.state_dict()[name], trained.trunk.state_dict()[name]
+    torch.testing.assert_close(mine, theirs + 1.0)  # the EMA average, not the raw weights
+    _fit_checkpoint(trained, tmp_path / "raw.ckpt")
+    fresh.load_trunk_weights(tmp_path / "raw.ckpt")
+    torch.testing.assert_close(fresh.trunk.state_dict()[name], theirs)
+
+
+def test_init_from_a_checkpoint_of_another_trunk_fails_naming_it(make_module, tmp_path):
+    from pdgen.lit.module import ProcessDrivenModule
+
+    _fit_checkpoint(ProcessDrivenModule("tiny", vision_start_id=3), tmp_path / "tiny.ckpt")
+    with pytest.raises(
+        ValueError, match=r"tiny\.ckpt.*not a checkpoint of this trunk \('embedded'\).*of another shape"
+    ):
+        make_module().load_trunk_weights(tmp_path / "tiny.ckpt")
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"text\.ckpt.*not a readable pdgen checkpoint"):
+        make_module().load_trunk_weights(tmp_path / "text.ckpt")
+
+
+def test_a_missing_init_from_is_trained_first_or_named(make_module, tmp_path, monkeypatch):
+    import subprocess
+
+    missing = tmp_path / "runs" / "base.ckpt"
+    with pytest.raises(ValueError, match=r"base\.ckpt' does not exist.*init_from_config"):
+        make_module(init_from=str(missing)).prepare_data()
+
+    ran = []
+
+    def fake_fit(command, check):  # the child `pdgen fit -c configs/base.yaml`, which writes the checkpoint
+        ran.append(command[-3:])
+        missing.parent.mkdir(parents=True)
+        _fit_checkpoint(make_module(), missing)
+
+    monkeypatch.setattr(subprocess, "run", fake_fit)
+    make_module(init_from=str(missing), init_from_config="configs/base.yaml").prepare_data()
+    assert ran == [["fit", "-c", "configs/base.yaml"]] and missing.is_file()

@@ -67,3 +67,12 @@ def test_the_reading_ratio_is_zero_for_a_velocity_blind_to_the_text_and_positive
     with torch.no_grad():
         module.trunk.llm2vae.weight.normal_(std=0.5)
     assert probe.reading_ratio(module, packer, pairs) > 0.0
+
+
+@pytest.mark.parametrize(
+    ("cells", "name_cells", "ceiling"), [(1, False, 1.0), (4, False, 0.5), (9, False, 1 / 3), (9, True, 1.0)]
+)
+def test_the_colour_ceiling_is_one_over_the_root_of_the_cells_the_text_leaves_open(
+    probe, cells, name_cells, ceiling
+):
+    assert probe.colour_ceiling(cells, name_cells) == pytest.approx(ceiling)
