@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to run")
     parser.add_argument("--augment", type=float, default=0.3, help="the planner's augmentation probability")
-    parser.add_argument("--world", default="default", help="world preset: default, all, small")
+    parser.add_argument("--world", default="default", help="world preset: default, large, all")
     args = parser.parse_args()
 
     config = WorldConfig.from_name(args.world)

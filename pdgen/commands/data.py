@@ -47,7 +47,7 @@ def plan(
         augment: rewrite some steps into edit operations (recolor, replace, remove, move).
         seed: seeds the plan order, the augmentation and the layout.
         render: a folder for each step's world image (`step_NN.png`) and a strip of all steps (`strip.png`).
-        world: the world preset used with `--render` (default, all, small).
+        world: the world preset used with `--render` (default, large, all).
     """
     from pdgen.scene.parser import parse as parse_prompt
     from pdgen.scene.plan import plan as make_plan
@@ -109,7 +109,7 @@ def build(
         augment: let the planner rewrite steps into edits (recolor, replace, remove, move), probability 0.5
             (multiturn and alignment).
         seed: the data seed; the same options give the same shards.
-        world: the shapes world preset (default, all, small).
+        world: the shapes world preset (default, large, all).
         val_size: held-out samples for validation.
         samples_per_shard: samples per shard.
         from_ckpt: conflict only: a stage-1 checkpoint to self-sample from (the paper's method).

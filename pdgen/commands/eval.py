@@ -35,7 +35,7 @@ def shapes(
         truth: first fill `images` with the world's own renders of the ShapesEval split, each with its
             rollout as trajectory (a sanity check: they score 1.0; and a folder for `pdgen view html`).
         split: the ShapesEval split rendered by `--truth` (train or test).
-        world: the world preset (default, all, small).
+        world: the world preset (default, large, all).
         per_tag: prompts per tag rendered by `--truth`.
         samples: images per prompt rendered by `--truth`.
         out: write the report (summary, costs, per-image rows) to this JSON file.

@@ -61,7 +61,7 @@ from pdgen.scene.plan import StepGoal
 from pdgen.scene.vocabulary import COLORS, OPPOSITE
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 from pdgen.world.config import WorldConfig
-from pdgen.world.layout import Constraint, LayoutError, Placed, WorldState, place
+from pdgen.world.layout import Constraint, LayoutError, Placed, WorldState, exchange, place
 from pdgen.world.render import render
 from pdgen.world.rollout import WorldStep, rollout
 
@@ -115,11 +115,13 @@ class DraftSource(Protocol):
 class Perturbations:
     """Flawed drafts made by changing the step's world state in one controlled way, then rendering it.
 
-    Every kind touches one instance and leaves the rest of the picture as it is:
+    Every kind touches one instance (the relation's exchange: two) and leaves the rest of the picture
+    as it is:
 
     - ``count``: one more instance of an object (or, for a counted object, one fewer);
     - ``colour``: one instance of a coloured object in another colour that no object of its class has;
-    - ``relation``: the subject of a relation moved to a cell where the opposite relation holds;
+    - ``relation``: the subject of a relation moved to a cell where the opposite relation holds, or, when
+      no free cell does (always, in a 2x2 grid), the subject and its reference in each other's place;
     - ``missing``: the only instance of an object removed;
     - ``extra``: an instance of a class and colour the scene does not have, in a free cell.
 
@@ -200,12 +202,20 @@ class Perturbations:
         mine = state.find(subject.key)
         index = mine[int(rng.integers(len(mine)))]
         opposite = OPPOSITE[r.predicate]
-        constraints = [Constraint(opposite, state.instances[i].box, True) for i in state.find(reference.key)]
-        # `place` only offers free cells, so the instance cannot stay where it is.
-        box, cell = place(state, constraints, rng, self.config)
+        references = state.find(reference.key)
+        constraints = [Constraint(opposite, state.instances[i].box, True) for i in references]
+        violation = f"expected {subject.definite()} {r.predicate} {reference.definite()}, found it {opposite}"
+        try:
+            # `place` only offers free cells, so the instance cannot stay where it is.
+            box, cell = place(state, constraints, rng, self.config)
+        except LayoutError:
+            if len(references) != 1:
+                raise
+            # No free cell on the other side (in a 2x2 grid there never is one): the subject and its
+            # reference exchange places, which turns the relation around and changes nothing else.
+            return exchange(state, index, references[0]), violation
         instances = list(state.instances)
         instances[index] = replace(instances[index], box=box, cell=cell)
-        violation = f"expected {subject.definite()} {r.predicate} {reference.definite()}, found it {opposite}"
         return state.with_instances(instances), violation
 
     def _missing(self, state: WorldState, graph: SceneGraph, rng: np.random.Generator) -> _Made:
@@ -363,7 +373,7 @@ class AlignmentSpec:
             ``kinds`` in turn.
         val_size: held-out samples, with the same ratio.
         seed: the data seed; sample ``i`` depends on ``(seed, i)`` only.
-        world: the world preset (``WorldConfig.from_name``: default, all, small).
+        world: the world preset (``WorldConfig.from_name``: default, large, all).
         augment: the planner's probability of edit steps (recolour, replace, remove, move) in the rollouts.
         negatives_per_positive: negatives per positive (2 in the paper).
         kinds: the perturbations negatives are drawn from.

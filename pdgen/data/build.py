@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -66,7 +67,7 @@ class MultiTurnSpec:
         num_trajectories: training trajectories.
         val_size: held-out trajectories (same prompts, other seeds) for validation.
         seed: the data seed; trajectory ``i`` depends on ``(seed, i)`` only.
-        world: the world preset (``WorldConfig.from_name``: default, all, small).
+        world: the world preset (``WorldConfig.from_name``: default, large, all).
         augment: probability that the planner rewrites a step into an edit (recolor, replace, remove, move).
         samples_per_shard: trajectories per webdataset shard. Readers (workers x ranks) split whole shards
             when there are at least as many shards as readers; otherwise each reads every shard.
@@ -108,29 +109,35 @@ def train_prompts_by_tag(world: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(row["prompt"] for row in rows if row["tag"] == tag) for tag in tags)
 
 
-def multiturn_trajectory(spec: MultiTurnSpec, index: int) -> Trajectory:
+def multiturn_trajectory(
+    spec: MultiTurnSpec, index: int, dead_ends: Counter[str] | None = None
+) -> Trajectory:
     """Trajectory number ``index`` of the build ``spec`` (validation ones are numbered from ``_VAL_OFFSET``).
 
-    One generator seeded with ``(spec.seed, index)`` draws the tag, the prompt and the rollout's seed.
+    One generator seeded with ``(spec.seed, index)`` draws the tag, the prompt and the rollout's seed. Plans
+    whose layout dead-ended before the rollout found one are added to ``dead_ends`` by operation.
     """
     rng = np.random.default_rng([spec.seed, index])
     groups = train_prompts_by_tag(spec.world)
     group = groups[rng.integers(len(groups))]
     prompt = group[rng.integers(len(group))]
-    steps = rollout(prompt, int(rng.integers(1 << 62)), world_config(spec.world), augment=spec.augment)
+    seed = int(rng.integers(1 << 62))
+    steps = rollout(prompt, seed, world_config(spec.world), augment=spec.augment, dead_ends=dead_ends)
     parts = [part for step in steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))]
     return Trajectory(prompt, parts)
 
 
-def multiturn_trajectories(spec: MultiTurnSpec, split: str = "train") -> Iterator[Trajectory]:
-    """Every trajectory of one split of the build, in index order."""
+def multiturn_trajectories(
+    spec: MultiTurnSpec, split: str = "train", dead_ends: Counter[str] | None = None
+) -> Iterator[Trajectory]:
+    """Every trajectory of one split of the build, in index order (dead ends added to ``dead_ends``)."""
     if split == "train":
         indexes: Iterable[int] = range(spec.num_trajectories)
     elif split == "val":
         indexes = range(_VAL_OFFSET, _VAL_OFFSET + spec.val_size)
     else:
         raise ValueError(f"unknown split {split!r}; splits are 'train' and 'val'")
-    return (multiturn_trajectory(spec, index) for index in indexes)
+    return (multiturn_trajectory(spec, index, dead_ends) for index in indexes)
 
 
 def train_world_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike[str]) -> Path:
@@ -163,10 +170,11 @@ def build_multiturn(
     texts: list[str] = []
     splits: dict[str, Any] = {}
     stats = SubsetStats()
+    dead_ends: Counter[str] = Counter()
     bar = tqdm(total=spec.num_trajectories + spec.val_size, unit="traj", disable=not progress)
     for split in ("train", "val"):
         with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
-            for number, trajectory in enumerate(multiturn_trajectories(spec, split)):
+            for number, trajectory in enumerate(multiturn_trajectories(spec, split, dead_ends)):
                 writer.write(f"{split}{number:09d}", trajectory)
                 if split == "train":
                     stats.add(trajectory)
@@ -181,6 +189,7 @@ def build_multiturn(
         "tokenizer": TOKENIZER_DIR,
         "splits": splits,
         "stats": stats.table(),
+        "dead_ends": dict(sorted(dead_ends.items())),
     }
     write_manifest(root, manifest)
     log.info("wrote %s: %s", root, stats.table())

@@ -378,10 +378,10 @@ def finish_sample(
     state, images, world = WorldState(), [], editor.config
     try:
         for i, goal in enumerate(goals):
-            state = editor.apply(state, goal)
+            state, before = editor.apply(state, goal), state
             images.append(render(state, world))
             if world.name_places:  # the texts say where the placed objects went, as a rollout's do
-                goals[i] = with_places(goal, state, world.grid)
+                goals[i] = with_places(goal, before, state, world.grid)
     except LayoutError as error:
         raise SampleError("layout", str(error)) from error
     k = len(before)
@@ -441,15 +441,19 @@ def symbolic_sample(
     world: WorldConfig,
     negative: bool,
     judge: StepJudge | None = None,
+    skipped: Counter[str] | None = None,
 ) -> ConflictSample:
     """A symbolic sample for ``prompt``: a negative from a perturbed graph, or a positive at a random step.
 
-    Negatives try the three perturbations in a random order and keep the first that gives a sample.
+    Negatives try the three perturbations in a random order and keep the first that gives a sample. Each
+    try that gives none is added to ``skipped`` as ``"<label or perturbation>/<outcome>"``: in a 2x2 grid,
+    for one, a subject put on the wrong side of its reference often has no free cell (``relation/layout``).
 
     Raises:
         SampleError: when no perturbation of the prompt gives a sample (``outcome`` names the last reason).
     """
     judge = judge or WorldStepJudge()
+    skipped = Counter() if skipped is None else skipped
     rng = np.random.default_rng(seed)
     graph = parse(prompt)
     plan_seed = int(rng.integers(1 << 62))
@@ -458,28 +462,33 @@ def symbolic_sample(
     if not negative:
         # The background is no step to inspect; nor the last one: after a positive inspection the order rule
         # wants another Plan, and a positive on the last step would hold nothing the others do not.
-        if len(goals) < 3:
-            raise SampleError("too_short", f"{prompt!r} has no step between the background and the last")
-        k = int(rng.integers(1, len(goals) - 1))
-        return finish_sample(
-            prompt, graph, goals[:k], goals[k], goals[k].graph, goals[k + 1 :], judge, editor
-        )
+        try:
+            if len(goals) < 3:
+                raise SampleError("too_short", f"{prompt!r} has no step between the background and the last")
+            k = int(rng.integers(1, len(goals) - 1))
+            return finish_sample(
+                prompt, graph, goals[:k], goals[k], goals[k].graph, goals[k + 1 :], judge, editor
+            )
+        except SampleError as error:
+            skipped[f"positive/{error.outcome}"] += 1
+            raise
     last: SampleError | None = None
     for kind in [PERTURBATIONS[i] for i in rng.permutation(len(PERTURBATIONS))]:
         try:
             wrong_graph = perturb(graph, kind, rng, world.classes)
         except ValueError as error:
             last = SampleError("no_perturbation", str(error))
-            continue
-        wrong = plan(wrong_graph, plan_seed, classes=world.classes)
-        # The same seed orders both plans alike, so they share every step before the perturbed object.
-        k = next(i for i, (a, b) in enumerate(zip(goals, wrong, strict=True)) if a.graph != b.graph)
-        try:
-            return finish_sample(
-                prompt, graph, goals[:k], wrong[k], goals[k].graph, goals[k + 1 :], judge, editor
-            )
-        except SampleError as error:
-            last = error
+        else:
+            wrong = plan(wrong_graph, plan_seed, classes=world.classes)
+            # The same seed orders both plans alike, so they share every step before the perturbed object.
+            k = next(i for i, (a, b) in enumerate(zip(goals, wrong, strict=True)) if a.graph != b.graph)
+            try:
+                return finish_sample(
+                    prompt, graph, goals[:k], wrong[k], goals[k].graph, goals[k + 1 :], judge, editor
+                )
+            except SampleError as error:
+                last = error
+        skipped[f"{kind}/{last.outcome}"] += 1
     assert last is not None
     raise last
 
@@ -668,7 +677,7 @@ class ConflictSpec:
         num_samples: training samples to write.
         val_size: held-out samples.
         seed: the data seed; sample ``i`` depends on ``(seed, i)`` (and, self-sampled, on the checkpoint).
-        world: the world preset (default, all, small).
+        world: the world preset (default, large, all).
         negative_fraction: share of negatives among symbolic samples (the paper's 8,296 of 15,201, 0.55);
             self-sampled ones are negative as often as the model errs.
         from_ckpt: a stage-1 checkpoint to self-sample from; None builds the symbolic set.
@@ -713,7 +722,10 @@ class ConflictSpec:
 
 
 def conflict_samples(
-    spec: ConflictSpec, split: str = "train", sampler: SelfSampler | None = None
+    spec: ConflictSpec,
+    split: str = "train",
+    sampler: SelfSampler | None = None,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[ConflictSample]:
     """The samples of one split, in order; ``sampler`` self-samples (None: symbolic, as ``spec.mode``).
 
@@ -722,7 +734,8 @@ def conflict_samples(
     negatives is ``negative_fraction`` however often one label fails (a one-object prompt has no step to
     inspect as a positive). The build is thus a function of the spec (and, self-sampled, the checkpoint).
     More than 50 + 20 per sample made failed draws is a ValueError naming the outcomes (a checkpoint that
-    never writes a readable plan, say).
+    never writes a readable plan, say). Symbolic tries that give no sample are added to ``skipped``
+    (``symbolic_sample``).
     """
     wanted = spec.num_samples if split == "train" else spec.val_size
     start = 0 if split == "train" else _VAL_OFFSET
@@ -739,7 +752,9 @@ def conflict_samples(
                 result = sampler.sample(prompt, seed)
             else:
                 try:
-                    result = symbolic_sample(prompt, seed, world_config(spec.world), negative)
+                    result = symbolic_sample(
+                        prompt, seed, world_config(spec.world), negative, skipped=skipped
+                    )
                 except SampleError as error:
                     failures[error.outcome] += 1
                     result = None
@@ -783,10 +798,11 @@ def build_conflict(
     splits: dict[str, Any] = {}
     stats = SubsetStats(positives=0, negatives=0)
     kinds: Counter = Counter()
+    skipped: Counter[str] = Counter()
     bar = tqdm(total=spec.num_samples + spec.val_size, unit="sample", disable=not progress)
     for split in ("train", "val"):
         with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
-            for number, sample in enumerate(conflict_samples(spec, split, sampler)):
+            for number, sample in enumerate(conflict_samples(spec, split, sampler, skipped)):
                 writer.write(f"{split}{number:09d}", sample.trajectory)
                 if split == "train":
                     stats.add(sample.trajectory)
@@ -814,6 +830,8 @@ def build_conflict(
     }
     if sampler is not None:
         manifest["outcomes"] = dict(sorted(sampler.outcomes.items()))
+    else:
+        manifest["skipped"] = dict(sorted(skipped.items()))
     write_manifest(root, manifest)
     log.info("wrote %s: %s", root, stats.table())
     return manifest

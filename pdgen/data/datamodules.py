@@ -460,7 +460,7 @@ class MultiTurnDataModule(ShardDataModule):
     Args:
         root: the shard set's directory; built there if it holds none.
         num_trajectories: training trajectories to build.
-        world: the shapes world preset (default, all, small).
+        world: the shapes world preset (default, large, all).
         augment: probability that the planner rewrites a step into an edit (recolor, replace, remove,
             move) that a later step corrects.
         seed: seeds the build, the shard order, the shuffle and prompt dropout.
@@ -528,7 +528,7 @@ class ConflictDataModule(ShardDataModule):
         from_ckpt: a stage-1 ``ProcessDrivenModule`` checkpoint to self-sample from.
         tokenizer: the tokenizer directory the checkpoint was trained with (needed with ``from_ckpt``;
             copied into the build and used to read it); None trains the embedded tokenizer on the texts.
-        world: the shapes world preset (default, all, small).
+        world: the shapes world preset (default, large, all).
         negative_fraction: share of negatives among symbolic samples (the paper's 8,296 of 15,201).
         num_timesteps: flow steps per image while self-sampling (the images are not kept).
         seed: seeds the build, the shard order, the shuffle and prompt dropout.
@@ -612,7 +612,7 @@ class AlignmentDataModule(ShardDataModule):
     Args:
         root: the shard set's directory; built there if it holds none.
         num_samples: training samples to build (the paper's 15,000: 5,000 positive, 10,000 negative).
-        world: the shapes world preset (default, all, small).
+        world: the shapes world preset (default, large, all).
         augment: the planner's probability of edit steps in the rollouts.
         negatives_per_positive: negatives per positive (2 in the paper).
         seed: seeds the build, the shard order, the shuffle and prompt dropout.

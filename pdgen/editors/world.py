@@ -7,7 +7,9 @@ What each operation does to the world (nothing else ever moves):
   an instance whose colour the graph leaves free takes the colour of its siblings, or a random one;
 - `recolor` / `replace`: changes the colour / class of one instance in place;
 - `remove`: deletes one instance;
-- `move`: re-places one instance as `add` would.
+- `move`: re-places one instance as `add` would; when no free cell will do (always, in a 2x2 grid: the
+  other side of a reference is its own column), it exchanges places with an instance it is related to
+  instead, if every relation of the step's graph then holds (the one edit where a second object moves).
 
 An instance the goal names but the world does not contain is a `ValueError` naming it.
 """
@@ -23,7 +25,7 @@ from pdgen.scene.graph import SceneObject
 from pdgen.scene.plan import StepGoal
 from pdgen.scene.vocabulary import COLORS
 from pdgen.world.config import DEFAULT_WORLD, WorldConfig
-from pdgen.world.layout import Constraint, Placed, WorldState, place
+from pdgen.world.layout import Constraint, LayoutError, Placed, WorldState, exchange, place, satisfies
 from pdgen.world.render import render
 
 
@@ -64,7 +66,10 @@ class WorldEditor:
             return state.with_instances(instances)
         if goal.op == "move":
             moved = instances.pop(index)
-            return self._place(state.with_instances(instances), target, goal, color=moved.color)
+            try:
+                return self._place(state.with_instances(instances), target, goal, color=moved.color)
+            except LayoutError:
+                return self._exchange(state, index, goal)
         result = goal.result
         assert result is not None, goal
         if goal.op == "recolor":
@@ -95,17 +100,50 @@ class WorldEditor:
         return state.instances[siblings[0]].color if siblings else str(self.rng.choice(COLORS))
 
     def _place(self, state: WorldState, target: SceneObject, goal: StepGoal, color: str) -> WorldState:
-        graph = goal.graph
-        constraints = []
-        for r in graph.relations:
-            subject, reference = graph.objects[r.subject].key, graph.objects[r.object].key
-            if subject == target.key:
-                constraints += [
-                    Constraint(r.predicate, state.instances[i].box, True) for i in state.find(reference)
-                ]
-            if reference == target.key:
-                constraints += [
-                    Constraint(r.predicate, state.instances[i].box, False) for i in state.find(subject)
-                ]
-        box, cell = place(state, constraints, self.rng, self.config)
+        box, cell = place(state, _constraints(state, target.key, goal), self.rng, self.config)
         return state.with_instances([*state.instances, Placed(target.name, color, target.color, box, cell)])
+
+    def _exchange(self, state: WorldState, index: int, goal: StepGoal) -> WorldState:
+        """Instance `index` and one it is related to in each other's place, where that makes every
+        relation of `goal.graph` hold for both (with the layout's margin)."""
+        threshold = 0.1 + self.config.margin
+        key, related = state.instances[index].key, set()
+        for r in goal.graph.relations:
+            pair = (goal.graph.objects[r.subject].key, goal.graph.objects[r.object].key)
+            if key in pair:
+                related.update(pair)
+        related.discard(key)  # a sibling in its place changes nothing
+        for j in self.rng.permutation(len(state.instances)):
+            if j == index or state.instances[j].key not in related:
+                continue
+            swapped = exchange(state, index, int(j))
+            if all(_holds(swapped, k, goal, threshold) for k in (index, int(j))):
+                return swapped
+        raise LayoutError(
+            f"no free cell of the {self.config.grid}x{self.config.grid} grid, nor an exchange of places, "
+            f"satisfies the relations of {goal.ins!r}"
+        )
+
+
+def _constraints(state: WorldState, key: tuple[str, str | None], goal: StepGoal) -> list[Constraint]:
+    """What an instance with `key` must satisfy against the instances in `state`, by `goal.graph`."""
+    graph = goal.graph
+    constraints = []
+    for r in graph.relations:
+        subject, reference = graph.objects[r.subject].key, graph.objects[r.object].key
+        if subject == key:
+            constraints += [
+                Constraint(r.predicate, state.instances[i].box, True) for i in state.find(reference)
+            ]
+        if reference == key:
+            constraints += [
+                Constraint(r.predicate, state.instances[i].box, False) for i in state.find(subject)
+            ]
+    return constraints
+
+
+def _holds(state: WorldState, index: int, goal: StepGoal, threshold: float) -> bool:
+    """Whether instance `index` meets its relations of `goal.graph` against the other instances."""
+    me = state.instances[index]
+    others = state.with_instances([p for i, p in enumerate(state.instances) if i != index])
+    return satisfies(me.box, _constraints(others, me.key, goal), threshold)

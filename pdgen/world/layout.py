@@ -4,7 +4,9 @@ The image is a coarse grid of `grid x grid` cells, one object per cell, each obj
 position inside its cell. `place` picks a free cell in which every required relation holds under
 GenEval's position rule with a stricter threshold (0.1 + `margin`), checked on the boxes themselves, so
 the relation survives detection noise. Placing an object never moves the others: an edit that cannot be
-placed raises `LayoutError` instead.
+placed raises `LayoutError` instead. `exchange` puts two placed objects in each other's place, the one
+way to turn a relation around in a 2x2 grid (there, the reference of "left of" is always in the right
+column, so no cell is free on its other side).
 
 Boxes are in unit coordinates, (x1, y1, x2, y2) in [0, 1] with y pointing down; `render` scales them.
 """
@@ -118,3 +120,15 @@ def place(
         f"no free cell of the {config.grid}x{config.grid} grid satisfies the {len(constraints)} required "
         f"relation(s) ({predicates}) with margin {config.margin}"
     )
+
+
+def exchange(state: WorldState, i: int, j: int) -> WorldState:
+    """`state` with instances `i` and `j` in each other's place (box and cell), in the same order.
+
+    GenEval's relations are antisymmetric, so what held of `i` against `j` now holds of `j` against `i`,
+    with the same margin: "left of" becomes "right of".
+    """
+    instances = list(state.instances)
+    a, b = instances[i], instances[j]
+    instances[i], instances[j] = replace(a, box=b.box, cell=b.cell), replace(b, box=a.box, cell=a.cell)
+    return state.with_instances(instances)

@@ -40,14 +40,19 @@ def cell_name(cell: tuple[int, int], grid: int) -> str:
     return "the centre" if (row, column) == ("middle", "centre") else f"the {row} {column}"
 
 
-def with_places(goal: StepGoal, after: WorldState, grid: int) -> StepGoal:
-    """``goal`` with the places of the state it made written into its texts (see the module docstring)."""
+def with_places(goal: StepGoal, before: WorldState, after: WorldState, grid: int) -> StepGoal:
+    """``goal`` (which turned ``before`` into ``after``) with the places of ``after`` written into its texts
+    (see the module docstring)."""
     if not after.instances:
         return goal
     ins = goal.ins
-    if goal.op in ("add", "move"):  # the editor appends the instance it places
-        where = cell_name(after.instances[-1].cell, grid)
-        ins = f"{ins.removesuffix('.')}{', at' if goal.relations else ' at'} {where}."
+    if goal.op in ("add", "move") and goal.target is not None:
+        # The instance the step placed: its target's, in a cell no instance of that kind had before (a move
+        # that exchanges places also moves its reference, which is not what the instruction names).
+        key = goal.target.key
+        had = {p.cell for p in before.instances if p.key == key}
+        placed = next(p for p in after.instances if p.key == key and p.cell not in had)
+        ins = f"{ins.removesuffix('.')}{', at' if goal.relations else ' at'} {cell_name(placed.cell, grid)}."
     places = ", ".join(f"{p.color} {p.name} at {cell_name(p.cell, grid)}" for p in after.instances)
     return replace(goal, ins=ins, des=f"{goal.des}{PLACES}{places}.")
 

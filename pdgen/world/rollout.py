@@ -2,13 +2,14 @@
 
 This is what builds training trajectories: plan the graph (`pdgen.scene.plan`), apply each step with the
 world editor, render each state. A layout can dead-end (every cell that satisfies a relation already
-taken); the rollout then re-plans with the same generator, so the result is still a function of the
-seed.
+taken, or every cell, in a 2x2 grid); the rollout then re-plans with the same generator, so the result is
+still a function of the seed, and counts the dead end by the operation that hit it (``dead_ends``).
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def rollout(
     config: WorldConfig = DEFAULT_WORLD,
     augment: float = 0.0,
     attempts: int = 20,
+    dead_ends: Counter[str] | None = None,
 ) -> list[WorldStep]:
     """Plan and build `prompt` in the world, one rendered image per step.
 
@@ -49,6 +51,7 @@ def rollout(
         config: the world.
         augment: the planner's augmentation probability.
         attempts: re-plans allowed when a layout dead-ends.
+        dead_ends: a counter to add each re-plan to, by the operation that dead-ended ("add", "move").
 
     Raises:
         ValueError: for a graph whose classes are not in the world, or that has no layout in `attempts`.
@@ -66,11 +69,13 @@ def rollout(
         state, steps = WorldState(), []
         try:
             for goal in goals:
-                state = editor.apply(state, goal)
+                state, before = editor.apply(state, goal), state
                 if config.name_places:
-                    goal = with_places(goal, state, config.grid)
+                    goal = with_places(goal, before, state, config.grid)
                 steps.append(WorldStep(goal, state, render(state, config)))
         except LayoutError:
+            if dead_ends is not None:
+                dead_ends[goal.op] += 1
             continue
         return steps
     raise ValueError(

@@ -19,10 +19,11 @@ from pdgen.judges.world import WorldJudge, judge_detections
 from pdgen.scene.parser import parse
 from pdgen.testing.fake_openai import FakeOpenAI, Reply
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch
-from pdgen.world.config import DEFAULT_WORLD
+from pdgen.world.config import DEFAULT_WORLD, WorldConfig
 from pdgen.world.rollout import rollout
 
 SMALL = AlignmentSpec(num_samples=9, val_size=3, seed=3, augment=0.3, samples_per_shard=4)
+LARGE = WorldConfig.from_name("large")  # room for four objects and one more, and a star
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +57,28 @@ def test_negatives_name_the_actual_violation_and_positives_have_none(samples):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_perturbation_makes_exactly_its_violation(kind):
-    steps = rollout("a red circle left of a blue square and two stars", seed=0)
-    perturb, judge = Perturbations(DEFAULT_WORLD), WorldJudge(DEFAULT_WORLD)
+    steps = rollout("a red circle left of a blue square and two stars", seed=0, config=LARGE)
+    perturb, judge = Perturbations(LARGE), WorldJudge(LARGE)
     for seed in range(4):
         draft = perturb.draft(steps, len(steps) - 1, kind, np.random.default_rng(seed))
         assert draft is not None and draft.kind == kind
         verdict = judge.check_image(draft.image, steps[-1].goal)
         assert verdict.analysis == only_problem(draft.violation)
+
+
+def test_in_the_2x2_world_a_relation_is_broken_by_an_exchange_of_places():
+    # The reference of "left of" is always in the right column: no free cell is on its right. Seeds whose
+    # circle and square share a row (a diagonal pair turns into "right of and above", which the build's
+    # judge gate skips as a wrong perturbation).
+    perturb, judge = Perturbations(DEFAULT_WORLD), WorldJudge(DEFAULT_WORLD)
+    for seed in (0, 5, 6, 7):
+        steps = rollout("a red circle left of a blue square", seed=seed)
+        square, circle = steps[-1].state.instances
+        assert square.cell[0] == circle.cell[0] and square.cell[1] == 1
+        draft = perturb.draft(steps, len(steps) - 1, "relation", np.random.default_rng(seed))
+        assert draft is not None
+        assert draft.violation == "expected the red circle left of the blue square, found it right of"
+        assert judge.check_image(draft.image, steps[-1].goal).analysis == only_problem(draft.violation)
 
 
 def test_a_kind_that_cannot_apply_gives_no_draft():

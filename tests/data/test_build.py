@@ -1,5 +1,7 @@
 """Building the multi-turn subset: seeded world trajectories, shards, tokenizer, manifest, and the command."""
 
+from collections import Counter
+
 import pytest
 
 from pdgen.cli import main
@@ -18,7 +20,7 @@ def test_a_trajectory_is_plans_and_their_sketches():
     kinds = [type(step) for step in trajectory.steps]
     assert kinds == [Plan, Sketch] * (len(kinds) // 2) and len(kinds) >= 4  # background + >= 1 object
     assert trajectory.steps[0].ins == "Start with an empty grey background."
-    assert trajectory.answer.size == (64, 64)  # the default world renders 64 px
+    assert trajectory.answer.size == (32, 32)  # the default world renders 32 px, as the embedded trunk draws
 
 
 def test_trajectories_are_a_function_of_seed_and_index():
@@ -63,7 +65,10 @@ def test_build_writes_shards_tokenizer_and_manifest(tmp_path):
 
     source = ShardSource(split_shards(tmp_path, manifest, "train"), shuffle=False)
     train = [t for _, t in source.trajectories(0)]
-    assert train == list(multiturn_trajectories(SPEC))
+    dead_ends = Counter()  # plans that found no layout, re-planned: counted in the manifest
+    assert train == list(multiturn_trajectories(SPEC, "train", dead_ends))
+    list(multiturn_trajectories(SPEC, "val", dead_ends))
+    assert manifest["dead_ends"] == dict(sorted(dead_ends.items()))
 
     tokenizer = load_tokenizer(tmp_path / "tokenizer", num_embeddings=build.TOKENIZER_VOCAB)
     SpecialTokenIds.from_tokenizer(tokenizer)  # every control token is there

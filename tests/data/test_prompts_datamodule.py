@@ -52,7 +52,8 @@ def test_bad_lines_name_the_file_and_the_line(tmp_path, name, text, message):
 
 def test_the_builtin_shapes_eval_split_needs_no_file():
     records = read_prompts("shapes:test:2")
-    assert len(records) == 12  # two of each of GenEval's six tags
+    assert len(records) == 11  # two of each of GenEval's six tags; the default world's test split has one
+    # single-object prompt (three classes, split between train and test)
     assert len({r.metadata["tag"] for r in records}) == 6
     assert all(r.metadata["prompt"] == r.prompt for r in records)
     with pytest.raises(ValueError, match="SPLIT one of train, test"):

@@ -5,8 +5,11 @@ from pdgen.editors.world import WorldEditor
 from pdgen.scene.graph import SceneObject
 from pdgen.scene.parser import parse
 from pdgen.scene.plan import StepGoal, plan
-from pdgen.world.layout import WorldState
+from pdgen.world.config import WorldConfig
+from pdgen.world.layout import LayoutError, WorldState
 from pdgen.world.rollout import rollout
+
+LARGE = WorldConfig.from_name("large")  # 64 px, with a star
 
 
 def test_every_edit_operation_ends_in_the_prompt_state():
@@ -19,7 +22,7 @@ def test_every_edit_operation_ends_in_the_prompt_state():
 
 
 def test_recolor_and_replace_keep_the_place():
-    editor = WorldEditor(seed=0)
+    editor = WorldEditor(LARGE, seed=0)
     goals = plan(parse("a red circle"), 0)
     state = editor.apply(editor.apply(WorldState(), goals[0]), goals[1])
     red = SceneObject("circle", 1, "red")
@@ -33,7 +36,7 @@ def test_recolor_and_replace_keep_the_place():
 
 
 def test_edit_renders_and_rejects_missing_targets():
-    editor = WorldEditor(seed=0)
+    editor = WorldEditor(LARGE, seed=0)
     goals = plan(parse("a green star"), 0)
     image = editor.edit(None, WorldState(), goals[0])
     assert image.size == (64, 64) and np.asarray(image).std() == 0  # empty background
@@ -42,3 +45,25 @@ def test_edit_renders_and_rejects_missing_targets():
         editor.apply(WorldState(), remove)
     with pytest.raises(ValueError, match="not in this world"):
         editor.apply(WorldState(), plan(parse("a dog"), 0)[1])
+
+
+def test_a_move_with_no_free_cell_exchanges_places_with_its_reference():
+    # In the 2x2 default world the other side of the square is the square's own column: no cell is free
+    # there, so the circle and the square exchange places and nothing else moves.
+    editor = WorldEditor(seed=0)
+    wrong = plan(parse("a red circle right of a blue square and a triangle"), 0)
+    state = WorldState()
+    for goal in wrong:
+        state = editor.apply(state, goal)
+    right = plan(parse("a red circle left of a blue square and a triangle"), 0)[-1]
+    circle, square = SceneObject("circle", 1, "red"), SceneObject("square", 1, "blue")
+    move = StepGoal("move", "Move the red circle to the left of the blue square.", right.des, right.graph,
+                    circle, circle, (("left of", square),))  # fmt: skip
+    moved = editor.apply(state, move)
+    where = {p.name: (p.box, p.cell) for p in state.instances}
+    now = {p.name: (p.box, p.cell) for p in moved.instances}
+    assert (now["circle"], now["square"]) == (where["square"], where["circle"])
+    assert now["triangle"] == where["triangle"]
+    with pytest.raises(LayoutError, match="nor an exchange"):  # "above" holds neither way round
+        editor.apply(state, StepGoal("move", "", "", parse("a red circle above a blue square and a triangle"),
+                                     circle, circle, (("above", square),)))  # fmt: skip

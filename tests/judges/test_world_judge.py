@@ -5,15 +5,17 @@ from pdgen.judges.world import WorldJudge
 from pdgen.scene.graph import Relation, SceneGraph, SceneObject
 from pdgen.scene.parser import parse
 from pdgen.scene.plan import plan
+from pdgen.world.config import WorldConfig
 from pdgen.world.rollout import rollout
 
 PROMPT = "a red circle left of a blue square"
+LARGE = WorldConfig.from_name("large")  # the cases need a star and a circle straight above a square
 
 
 def test_check_image_names_the_violated_rule():
-    judge = WorldJudge()
-    goal = rollout(PROMPT, 1)[-1].goal
-    assert judge.check_image(rollout(PROMPT, 1)[-1].image, goal).ok
+    judge = WorldJudge(LARGE)
+    goal = rollout(PROMPT, 1, LARGE)[-1].goal
+    assert judge.check_image(rollout(PROMPT, 1, LARGE)[-1].image, goal).ok
     cases = {
         "a red circle above a blue square": (
             "Expected the red circle left of the blue square, found it above.",
@@ -30,7 +32,7 @@ def test_check_image_names_the_violated_rule():
         ),
     }
     for other, (analysis, refine) in cases.items():
-        verdict = judge.check_image(rollout(other, 1)[-1].image, goal)
+        verdict = judge.check_image(rollout(other, 1, LARGE)[-1].image, goal)
         assert (verdict.ok, verdict.analysis, verdict.refine) == (False, analysis, refine), other
 
 

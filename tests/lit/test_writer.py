@@ -91,11 +91,12 @@ def test_the_summary_covers_every_sample_on_disk(predictions, tmp_path):
 def test_a_run_into_a_folder_of_another_prompt_set_is_refused(predictions, world_packs, tmp_path):
     PredictionWriter.write(tmp_path, predictions[0])
     data = PromptsDataModule(
-        "shapes:test:1",
+        "shapes:train:1",
         samples_per_prompt=2,
         tokenizer=save_tokenizer(world_packs.tokenizer, tmp_path / "tok"),
     )
     data.setup("predict")
+    assert data.records[0].metadata != ROW  # its prompt 0 is not the one in the folder
     trainer = SimpleNamespace(datamodule=data, default_root_dir=str(tmp_path))
     with pytest.raises(ValueError, match="holds another prompt set"):
         PredictionWriter().setup(trainer, None, "predict")

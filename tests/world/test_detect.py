@@ -52,14 +52,14 @@ def test_tolerates_slightly_wrong_hues():
 
 
 def test_boxes_scores_and_masks():
-    step = rollout("a red circle left of a blue square", 0)[-1]
+    step = rollout("a red circle left of a blue square", 0)[-1]  # the default world: 32 px, 2x2
     detections = WorldDetector().detect(step.image)
     assert len(detections) == 2
     for d in detections:
         placed = next(p for p in step.state.instances if p.name == d.name)
-        assert np.allclose(d.box, [v * 64 for v in placed.box], atol=1.5)
+        assert np.allclose(d.box, [v * 32 for v in placed.box], atol=1.5)
         assert d.score > 0.9
-        assert d.mask.shape == (64, 64) and d.mask.sum() > 50
+        assert d.mask.shape == (32, 32) and d.mask.sum() > 60  # an object is about 10 px wide
 
 
 def test_rejects_blobs_that_fit_no_silhouette():

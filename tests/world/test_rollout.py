@@ -1,9 +1,14 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from pdgen.eval.geneval import relative_position
 from pdgen.scene.parser import parse
+from pdgen.world.config import WorldConfig
 from pdgen.world.rollout import rollout, write_rollout
+
+LARGE = WorldConfig.from_name("large")  # 64 px, with a star
 
 
 def test_rollout_builds_the_prompt_step_by_step_without_moving_objects():
@@ -39,8 +44,18 @@ def test_errors_name_the_problem():
         rollout("five circles left of five squares", 0, attempts=2)
 
 
+def test_dead_ends_are_replanned_and_counted():
+    # Four objects fill the 2x2 grid: a plan whose distractor is still there when the last of them is
+    # added dead-ends, and the rollout plans again.
+    dead_ends = Counter()
+    for seed in range(10):
+        steps = rollout("two circles and two squares", seed, augment=1.0, dead_ends=dead_ends)
+        assert sorted(p.name for p in steps[-1].state.instances) == ["circle"] * 2 + ["square"] * 2
+    assert set(dead_ends) == {"add"} and dead_ends["add"] > 0
+
+
 def test_write_rollout(tmp_path):
-    steps = rollout("a star below a circle", 0, augment=0.5)
+    steps = rollout("a star below a circle", 0, LARGE, augment=0.5)
     paths = write_rollout(steps, tmp_path)
     assert [p.name for p in paths][-1] == "strip.png" and len(paths) == len(steps) + 1
     from PIL import Image
