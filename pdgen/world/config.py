@@ -45,7 +45,7 @@ class WorldConfig:
     position_jitter: float = 0.6
     margin: float = 0.1
     supersample: int = 4
-    name_places: bool = False
+    name_places: bool = True
 
     def __post_init__(self) -> None:
         if not 32 <= self.size <= 128:
