@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from pdgen.files import temporary_beside
 from pdgen.trajectory import Refine, Sketch, Trajectory, TrajectoryError
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class _AtomicFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        descriptor, self.temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        descriptor, self.temporary = temporary_beside(path)
         self.file: IO[bytes] = os.fdopen(descriptor, "wb")
 
     def commit(self) -> None:
