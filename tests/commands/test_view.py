@@ -46,7 +46,8 @@ def test_after_eval_shapes_the_page_lands_in_the_folder_with_verdicts_and_rounde
 ) -> None:
     # The README's order: score the folder (the report goes beside the images), then look at it.
     costs_file = next(predictions.glob("00000/trajectory/0000/costs.json"))
-    costs_file.write_text(json.dumps({**json.loads(costs_file.read_text()), "wall_time_s": 1.5479133799999545}))
+    costs = {**json.loads(costs_file.read_text()), "wall_time_s": 1.5479133799999545}
+    costs_file.write_text(json.dumps(costs))
     main(["eval", "shapes", "--images", str(predictions)])
     capsys.readouterr()
     main(["view", "html", str(predictions)])
