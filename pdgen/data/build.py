@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.data.tokenizer import save_tokenizer, train_tokenizer
+from pdgen.progress import counter
 from pdgen.trajectory import Plan, Sketch, Trajectory
 from pdgen.world.config import WorldConfig
 from pdgen.world.prompts import shapes_eval_prompts
@@ -154,7 +154,7 @@ def build_multiturn(
     Args:
         root: the output directory (created).
         spec: what to build.
-        progress: show a progress bar (tqdm, on stderr).
+        progress: show progress on stderr (`pdgen.progress.counter`: a bar, or lines in a log file).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,8 @@ def build_multiturn(
     texts: list[str] = []
     splits: dict[str, Any] = {}
     stats = SubsetStats()
-    bar = tqdm(total=spec.num_trajectories + spec.val_size, unit="traj", disable=not progress)
+    total = spec.num_trajectories + spec.val_size
+    bar = counter(total, f"building {SUBSET} in {root}", "trajectories", progress)
     for split in ("train", "val"):
         with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
             for number, trajectory in enumerate(multiturn_trajectories(spec, split)):
