@@ -30,6 +30,11 @@ def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def write_line(line: str) -> None:
+    """One progress line on stderr, flushed so that a log file shows it at once."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def duration(seconds: float) -> str:
     """A duration for people: `42s`, `3m05s`, `1h02m`."""
     seconds = max(0, round(seconds))
@@ -61,7 +66,7 @@ class LineProgress:
         self.total, self.desc, self.unit, self.every_s, self.clock = total, desc, unit, every_s, clock
         self.n = 0
         self.started = self.last_line = clock()
-        self._write(f"{desc}: {total:,} {unit} to do")
+        write_line(f"{desc}: {total:,} {unit} to do")
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -70,17 +75,13 @@ class LineProgress:
             self.last_line = now
             elapsed = now - self.started
             left = duration(elapsed / self.n * (self.total - self.n))
-            self._write(
+            write_line(
                 f"{self.desc}: {self.n:,}/{self.total:,} {self.unit} ({self.n / self.total:.0%}), "
                 f"{self.n / elapsed:.1f} {self.unit}/s, {duration(elapsed)} so far, about {left} left"
             )
 
     def close(self) -> None:
-        self._write(f"{self.desc}: {self.n:,} {self.unit} in {duration(self.clock() - self.started)}")
-
-    @staticmethod
-    def _write(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        write_line(f"{self.desc}: {self.n:,} {self.unit} in {duration(self.clock() - self.started)}")
 
 
 def counter(total: int, desc: str, unit: str, enabled: bool = True) -> Counter:

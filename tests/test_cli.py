@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pdgen import commands
-from pdgen.cli import LIGHTNING_COMMANDS, main
+from pdgen.cli import LIGHTNING_COMMANDS, UserError, main
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,32 @@ def test_unknown_command_exits_with_the_usage(capsys) -> None:
     with pytest.raises(SystemExit, match="unknown command 'train'"):
         main(["train"])
     assert "Command groups" in capsys.readouterr().err
+
+
+def test_a_missing_config_file_is_a_short_error_naming_it_and_the_configs_there(capsys) -> None:
+    for argv in (["fit", "-c", "configs/nope.yaml"], ["data", "build", "--config=configs/nope.yaml"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert str(exited.value.code) == (
+            f"pdgen {argv[0]}: config file configs/nope.yaml not found.\n"
+            "In configs/: full.yaml, lora.yaml, predict.yaml, qlora.yaml."
+        )
+    with pytest.raises(SystemExit, match=r"there is no folder nowhere/ here\.\nThe configs that ship are in"):
+        main(["fit", "--config", "nowhere/full.yaml"])
+    assert capsys.readouterr().err == ""  # no usage dump
+
+
+def test_a_missing_checkpoint_in_a_config_file_is_caught_before_anything_is_built(tmp_path) -> None:
+    config = tmp_path / "resume.yaml"
+    config.write_text(f"ckpt_path: {tmp_path / 'runs' / 'last.ckpt'}\n")
+    with pytest.raises(SystemExit, match=r"^pdgen fit: checkpoint \S+last.ckpt not found, and there is no fol"):
+        main(["fit", "-c", "configs/full.yaml", "-c", str(config)])
+
+
+def test_the_debug_switch_shows_the_traceback(monkeypatch) -> None:
+    monkeypatch.setenv("PDGEN_DEBUG", "1")
+    with pytest.raises(UserError, match="config file configs/nope.yaml not found"):
+        main(["fit", "-c", "configs/nope.yaml"])
 
 
 @pytest.mark.parametrize("group", commands.GROUPS)
