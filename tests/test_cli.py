@@ -78,7 +78,7 @@ def test_a_missing_config_file_is_a_short_error_naming_it_and_the_configs_there(
 def test_a_missing_checkpoint_in_a_config_file_is_caught_before_anything_is_built(tmp_path) -> None:
     config = tmp_path / "resume.yaml"
     config.write_text(f"ckpt_path: {tmp_path / 'runs' / 'last.ckpt'}\n")
-    with pytest.raises(SystemExit, match=r"^pdgen fit: checkpoint \S+last.ckpt not found, and there is no fol"):
+    with pytest.raises(SystemExit, match=r"^pdgen fit: checkpoint \S+last.ckpt not found, and there is no"):
         main(["fit", "-c", "configs/full.yaml", "-c", str(config)])
 
 
