@@ -128,3 +128,13 @@ def test_an_injected_8bit_adamw_gets_only_trainable_parameters(make_module, worl
     before = module.trunk.llm2vae.weight.detach().clone()
     optimizer.step()
     assert not torch.equal(module.trunk.llm2vae.weight, before)
+
+
+def test_lightning_moves_a_pack_to_the_device_with_its_own_to(world_packs) -> None:
+    # No `transfer_batch_to_device` override is needed (one on the module made Lightning warn on every
+    # run): Lightning's default calls `.to(device)` on any batch object that has one.
+    from lightning.fabric.utilities import move_data_to_device
+
+    moved = move_data_to_device(world_packs.packs[0], torch.device("meta"))
+    assert moved.packed_text_ids.is_meta and all(image.is_meta for image in moved.vae_images)
+    assert moved.sample_lens == world_packs.packs[0].sample_lens
