@@ -43,9 +43,11 @@ class ProgressLog(Callback):
         self._validation_started = 0.0
         self._predict: LineProgress | None = None
 
-    @staticmethod
-    def _writes(trainer: Trainer) -> bool:
-        return trainer.progress_bar_callback is None and trainer.is_global_zero
+    def _writes(self, trainer: Trainer) -> bool:
+        """Whether this callback writes: no bar is drawn, and it is the trainer's first `ProgressLog` (`pdgen`
+        adds one to every run, after the config's callbacks: a config's own, with its settings, wins)."""
+        first = next(callback for callback in trainer.callbacks if isinstance(callback, ProgressLog))
+        return trainer.progress_bar_callback is None and trainer.is_global_zero and first is self
 
     # ---- training ------------------------------------------------------------------------------------
 
@@ -70,7 +72,7 @@ class ProgressLog(Callback):
         if self._images:
             parts.append(f"{self._images / seconds:.1f} images/s")
         parts.append(f"{duration(now - self._started)} so far")
-        if (left := _time_left(trainer, step, seconds / steps)) is not None:
+        if left := _time_left(trainer, step, seconds / steps):
             parts.append(f"about {duration(left)} left")
         write_line(" · ".join(parts))
         self._interval_started, self._interval_step, self._last_logged, self._images = now, step, step, 0
@@ -119,7 +121,7 @@ def _metrics(trainer: Trainer, prefix: str) -> list[str]:
 
 
 def _time_left(trainer: Trainer, step: int, seconds_per_step: float) -> float | None:
-    """Seconds until `max_steps` at this pace, or until `max_time` if that comes first; None if unbounded."""
+    """Seconds until `max_steps` at this pace, or until `max_time` if that is sooner; None if unbounded."""
     left = (trainer.max_steps - step) * seconds_per_step if trainer.max_steps > 0 else None
     timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
     remaining = timer.time_remaining() if timer is not None else None

@@ -17,7 +17,8 @@ def fit(module, data, **trainer_options):
         num_sanity_val_steps=0,
         val_check_interval=2,
         limit_val_batches=1,
-        callbacks=[ProgressLog(every_n_steps=2)],
+        # `pdgen` adds a ProgressLog after the config's callbacks: only the first one writes.
+        callbacks=[ProgressLog(every_n_steps=2), ProgressLog(every_n_steps=1)],
         **trainer_options,
     )
     trainer.fit(module, datamodule=data)
