@@ -28,15 +28,18 @@ from pdgen.progress import LineProgress, duration, write_line
 
 
 class ProgressLog(Callback):
-    def __init__(self, every_n_steps: int = 50) -> None:
+    def __init__(self, every_n_steps: int | None = None) -> None:
         """Progress lines on stderr when the trainer draws no progress bar.
 
         Args:
-            every_n_steps: a training line every this many optimizer steps.
+            every_n_steps: a training line every this many optimizer steps; None writes about twenty in a
+                run (every `max_steps / 20` steps, at least every step), or one every 50 steps when
+                `max_steps` is not set.
         """
-        if every_n_steps < 1:
+        if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"ProgressLog.every_n_steps={every_n_steps} must be >= 1")
         self.every_n_steps = every_n_steps
+        self._every = every_n_steps or 50
         self._started = self._interval_started = 0.0
         self._interval_step = self._last_logged = 0
         self._images = 0
@@ -54,6 +57,8 @@ class ProgressLog(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._started = self._interval_started = time.monotonic()
         self._interval_step = self._last_logged = trainer.global_step
+        if self.every_n_steps is None and trainer.max_steps > 0:
+            self._every = max(1, trainer.max_steps // 20)
         self._images = 0
 
     def on_train_batch_end(
@@ -63,7 +68,7 @@ class ProgressLog(Callback):
             return
         self._images += len(getattr(batch, "vae_images", ()))
         step = trainer.global_step
-        if step % self.every_n_steps or step == self._last_logged:  # accumulating: several batches a step
+        if step % self._every or step == self._last_logged:  # accumulating: several batches a step
             return
         now = time.monotonic()
         seconds, steps = now - self._interval_started, step - self._interval_step
