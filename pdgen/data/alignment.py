@@ -50,12 +50,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from PIL import Image
 
+from pdgen.console import counter
 from pdgen.data.build import TOKENIZER_DIR, train_prompts_by_tag, train_world_tokenizer, world_config
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.judges.base import Judge
 from pdgen.judges.openai import ChatError
 from pdgen.judges.world import WorldJudge
-from pdgen.progress import counter
 from pdgen.scene.graph import NATURAL_PREDICATE, SceneGraph, SceneObject, number_word
 from pdgen.scene.plan import StepGoal
 from pdgen.scene.vocabulary import COLORS, OPPOSITE
@@ -502,7 +502,7 @@ def build_alignment(
     Args:
         root: the output directory (created).
         spec: what to build.
-        progress: show progress on stderr (`pdgen.progress.counter`: a bar, or lines in a log file).
+        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
         judge: writes the inspections; default the world's exact judge.
         drafts: where negatives' drafts come from; default ``Perturbations`` of ``spec.kinds``.
     """

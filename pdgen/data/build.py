@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from pdgen.console import counter
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.data.tokenizer import save_tokenizer, train_tokenizer
-from pdgen.progress import counter
 from pdgen.trajectory import Plan, Sketch, Trajectory
 from pdgen.world.config import WorldConfig
 from pdgen.world.prompts import shapes_eval_prompts
@@ -154,7 +154,7 @@ def build_multiturn(
     Args:
         root: the output directory (created).
         spec: what to build.
-        progress: show progress on stderr (`pdgen.progress.counter`: a bar, or lines in a log file).
+        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from pdgen.console import counter
 from pdgen.data.build import TOKENIZER_DIR, train_prompts_by_tag, train_world_tokenizer, world_config
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.editors.world import WorldEditor
 from pdgen.judges.base import Verdict
-from pdgen.progress import counter
 from pdgen.scene.graph import NATURAL_PREDICATE, Relation, SceneGraph, SceneObject, article
 from pdgen.scene.parser import parse
 from pdgen.scene.plan import StepGoal, plan
@@ -760,7 +760,7 @@ def build_conflict(
     Args:
         root: the output directory (created).
         spec: what to build; ``spec.from_ckpt`` set self-samples from that checkpoint.
-        progress: show progress on stderr (`pdgen.progress.counter`: a bar, or lines in a log file).
+        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
         sampler: a ready ``SelfSampler`` (tests script one); None makes one from ``spec.from_ckpt``.
     """
     root = Path(root)

@@ -24,7 +24,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
 
-from pdgen.progress import LineProgress, duration, write_line
+from pdgen.console import LineProgress, duration, write_line
 
 
 class ProgressLog(Callback):

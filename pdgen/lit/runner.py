@@ -22,8 +22,8 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from pdgen.cli import NO_CHECKPOINT, checkpoint_exists, missing_file
+from pdgen.console import stderr_is_terminal
 from pdgen.lit.progress import ProgressLog
-from pdgen.progress import stderr_is_terminal
 
 
 class SaveConfigOnStart(SaveConfigCallback):

@@ -1,4 +1,4 @@
-"""Progress that reads well both in a terminal and in a log file.
+"""What pdgen writes to the console while it works: progress that reads well in a terminal and in a log file.
 
 In a terminal a tqdm bar redraws itself in place. Written to a file (`pdgen fit ... > fit.log 2>&1`, a batch
 job) the same bar is one long line of carriage returns that `tail` and most viewers show as nothing, or as

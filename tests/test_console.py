@@ -1,12 +1,12 @@
-"""`pdgen.progress`: a counter that writes plain lines where a bar would be one unreadable line."""
+"""`pdgen.console`: a counter that writes plain lines where a bar would be one unreadable line."""
 
 from __future__ import annotations
 
 import pytest
 from tqdm import tqdm
 
-from pdgen import progress
-from pdgen.progress import LineProgress, counter, duration
+from pdgen import console
+from pdgen.console import LineProgress, counter, duration
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0.4, "0s"), (42, "42s"), (185, "3m05s"), (3720, "1h02m")])
@@ -33,7 +33,7 @@ def test_a_line_at_the_start_at_most_one_per_interval_and_one_at_the_end(capsys)
 
 def test_counter_draws_a_bar_in_a_terminal_and_writes_lines_elsewhere(monkeypatch, capsys) -> None:
     assert isinstance(counter(3, "x", "items"), LineProgress)  # pytest's capture is not a terminal
-    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(console, "stderr_is_terminal", lambda: True)
     assert isinstance(counter(3, "x", "items"), tqdm)
     assert isinstance(counter(3, "x", "items", enabled=False), tqdm)
     capsys.readouterr()
