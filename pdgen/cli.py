@@ -1,6 +1,6 @@
 """The `pdgen` command line: LightningCLI for training, plain command groups for everything else.
 
-    pdgen fit|validate|test|predict ...   LightningCLI: `-c` config layering, `--print_config`, `--help`
+    pdgen fit|validate|test|predict ...   LightningCLI (`pdgen.lit.runner`): `-c` config layering, `--help`
     pdgen data|eval|view <name> ...       plain jsonargparse commands, one function each (`pdgen.commands`)
 
 `main` dispatches on the first word by hand, so `pdgen --help` and the command groups never import
@@ -55,6 +55,16 @@ def missing_file(what: str, path: str | os.PathLike[str], pattern: str, otherwis
     return UserError(f"{what} {path} not found.\n{hint}")
 
 
+NO_CONFIG = (
+    "The configs that ship are in the repository's configs/ folder: run pdgen from the repository root, or "
+    "give the file's full path."
+)
+NO_CHECKPOINT = (
+    "`pdgen fit` writes checkpoints under its logger's folder, runs/NAME/version_N/checkpoints/ "
+    "(`ls runs/*/*/checkpoints/` lists them)."
+)
+
+
 LIGHTNING_COMMANDS = {
     "fit": "Train a model: runs the training loop with periodic validation.",
     "validate": "Run one pass over the validation set and report the metrics.",
@@ -89,16 +99,6 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-NO_CONFIG = (
-    "The configs that ship are in the repository's configs/ folder: run pdgen from the repository root, or "
-    "give the file's full path."
-)
-NO_CHECKPOINT = (
-    "`pdgen fit` writes checkpoints under its logger's folder, runs/NAME/version_N/checkpoints/ "
-    "(`ls runs/*/*/checkpoints/` lists them)."
-)
-
-
 def _check_files(argv: list[str]) -> None:
     """A `-c/--config FILE` or `--ckpt_path FILE` on the command line that does not exist is a `UserError`.
 
@@ -124,13 +124,6 @@ def checkpoint_exists(path: str | os.PathLike[str]) -> bool:
     return str(path) in ("best", "last", "hpc", "registry") or "://" in str(path) or Path(path).exists()
 
 
-def _run_lightning(args: list[str] | None) -> None:
-    """LightningCLI on `args`, or on `sys.argv` when None (it warns when given both)."""
-    from pdgen.lit.runner import run
-
-    run(args)
-
-
 def main(args: list[str] | None = None) -> None:
     """Run the `pdgen` command line.
 
@@ -149,7 +142,9 @@ def main(args: list[str] | None = None) -> None:
             commands.run(command, argv[1:])
         elif command in LIGHTNING_COMMANDS:
             _check_files(argv)
-            _run_lightning(args)
+            from pdgen.lit.runner import run  # imports Lightning: only these four commands pay for it
+
+            run(args)  # LightningCLI reads `sys.argv` itself when `args` is None (it warns when given both)
         else:
             print(usage(), file=sys.stderr)
             raise SystemExit(f"pdgen: unknown command {command!r}")

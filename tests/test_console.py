@@ -25,8 +25,7 @@ def test_a_line_at_the_start_at_most_one_per_interval_and_one_at_the_end(capsys)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == f"{desc}: 1,000 trajectories to do"
     assert lines[1] == (
-        f"{desc}: 240/1,000 trajectories (24%), 8.0 trajectories/s, "
-        "30s so far, about 1m35s left"
+        f"{desc}: 240/1,000 trajectories (24%), 8.0 trajectories/s, 30s so far, about 1m35s left"
     )
     assert len(lines) == 6 and lines[-1] == f"{desc}: 1,000 trajectories in 2m05s"
 

@@ -44,8 +44,7 @@ def missing_paths(file: Path) -> list[str]:
 
 def test_every_relative_link_and_cited_path_exists() -> None:
     broken = {
-        str(file.relative_to(ROOT)): missing_links(file) + missing_paths(file)
-        for file in cited_files()
+        str(file.relative_to(ROOT)): missing_links(file) + missing_paths(file) for file in cited_files()
     }
     assert {file: paths for file, paths in broken.items() if paths} == {}
 
