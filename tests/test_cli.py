@@ -139,6 +139,8 @@ def test_view_html_reads_webdataset_shards(tmp_path) -> None:
     main(["view", "html", str(tmp_path / "shard-000000.tar"), "--out", str(page), "--limit", "5"])
     text = page.read_text()
     assert "shard-000000.tar / 000000" in text and "shard-000000.tar / 000001" in text
+    main(["view", "html", str(tmp_path / "shard-000000.tar")])  # without --out: beside the shard
+    assert (tmp_path / "shard-000000.html").read_text() == text
 
 
 def test_view_html_without_trajectories_is_an_error(tmp_path) -> None:
