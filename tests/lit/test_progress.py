@@ -43,7 +43,9 @@ def test_without_a_bar_training_and_validation_write_lines(make_module, world_pa
     assert lines[-1].startswith("trained 4 steps in ")
 
 
-def test_with_a_bar_it_stays_silent(make_module, world_packs, capsys) -> None:
-    world_packs.packs_consumed = 0
-    fit(make_module(warmup_steps=1), world_packs, enable_progress_bar=True)
-    assert not re.search(r"^(step |validation at|trained )", capsys.readouterr().err, flags=re.M)
+def test_only_the_first_progress_log_writes_and_only_without_a_bar() -> None:
+    first, second = ProgressLog(), ProgressLog(every_n_steps=10)
+    without_bar = Trainer(logger=False, enable_progress_bar=False, callbacks=[first, second])
+    assert first._writes(without_bar) and not second._writes(without_bar)
+    with_bar = Trainer(logger=False, enable_progress_bar=True, callbacks=[first, second])
+    assert not first._writes(with_bar)
