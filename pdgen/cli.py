@@ -1,6 +1,6 @@
 """The `pdgen` command line: LightningCLI for training, plain command groups for everything else.
 
-    pdgen fit|validate|test|predict ...   LightningCLI: `-c` config layering, `--print_config`, `--help`
+    pdgen fit|validate|test|predict ...   LightningCLI (`pdgen.lit.runner`): `-c` config layering, `--help`
     pdgen data|eval|view <name> ...       plain jsonargparse commands, one function each (`pdgen.commands`)
 
 `main` dispatches on the first word by hand, so `pdgen --help` and the command groups never import
@@ -8,12 +8,17 @@ Lightning (which costs 5–7 s here): only the four LightningCLI subcommands pay
 
 Configs name the model and data module by import path (`class_path: pdgen.some.module.SomeModule`);
 jsonargparse imports the module when it reads the path, so nothing is imported up front.
+
+Mistakes a user can put right (a config file or checkpoint that is not there) are a `UserError`: `main`
+prints its message, a few lines that name the file and say what to do, instead of a usage dump or a
+traceback. `PDGEN_DEBUG=1` shows the traceback.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 # OpenMP threads that finish early spin while they wait for the others. On a small shared CPU (the embedded
 # default's 2 cores, one of them also feeding the DataLoader worker) the spinning threads take the cores the
@@ -23,6 +28,42 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pdgen import __version__, commands  # noqa: E402
+
+DEBUG_VARIABLE = "PDGEN_DEBUG"
+"""Set (to anything but empty or 0) to see the traceback of a user error."""
+
+
+class UserError(Exception):
+    """A mistake the user can put right; the message names the file or value and says what to do."""
+
+
+def missing_file(what: str, path: str | os.PathLike[str], pattern: str, otherwise: str) -> UserError:
+    """The error for a file that is not there, with what its folder holds instead.
+
+    Args:
+        what: what the file is, e.g. `config file`.
+        path: the path as the user gave it.
+        pattern: the names worth listing from its folder, e.g. `*.yaml`.
+        otherwise: what to do when its folder holds no such file, or is not there either.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        return UserError(f"{what} {path} not found, and there is no folder {folder}/ here.\n{otherwise}")
+    found = sorted(file.name for file in folder.glob(pattern))
+    hint = f"In {folder}/: {', '.join(found)}." if found else otherwise
+    return UserError(f"{what} {path} not found.\n{hint}")
+
+
+NO_CONFIG = (
+    "The configs that ship are in the repository's configs/ folder: run pdgen from the repository root, or "
+    "give the file's full path."
+)
+NO_CHECKPOINT = (
+    "`pdgen fit` writes checkpoints under its logger's folder, runs/NAME/version_N/checkpoints/ "
+    "(`ls runs/*/*/checkpoints/` lists them)."
+)
+
 
 LIGHTNING_COMMANDS = {
     "fit": "Train a model: runs the training loop with periodic validation.",
@@ -52,50 +93,35 @@ def usage() -> str:
         "Options:",
         "  -h, --help    show this message and exit",
         "  --version     show the version",
+        "",
+        f"A mistake (a missing file, say) prints a short error; {DEBUG_VARIABLE}=1 shows its traceback.",
     ]
     return "\n".join(lines)
 
 
-def _run_lightning(args: list[str] | None) -> None:
-    """LightningCLI on `args`, or on `sys.argv` when None (it warns when given both).
+def _check_files(argv: list[str]) -> None:
+    """A `-c/--config FILE` or `--ckpt_path FILE` on the command line that does not exist is a `UserError`.
 
-    A diverged run and an unreadable checkpoint end with their one-line message and a non-zero exit.
+    Checked before anything is imported or parsed: jsonargparse would print its whole usage for a config, and
+    Lightning would raise a traceback for a checkpoint after building the model and data. A value that is not
+    a path (inline YAML, `--config '{trainer: {max_steps: 5}}'`; `--ckpt_path last`) is left to the parser.
     """
-    from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
-
-    from pdgen.lit.checkpoint_io import CheckpointError
-    from pdgen.lit.guard import TrainingDiverged
-
-    try:
-        _check_ckpt_path(sys.argv[1:] if args is None else args)
-        LightningCLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            # Modules build their own optimizer from an injected `OptimizerCallable` over trainable parameters
-            # only; LightningCLI's automatic `--optimizer` group would also hand it the frozen ones (LoRA).
-            auto_configure_optimizers=False,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "pdgen"},
-            # Checkpoints written atomically beside their destination and read with weights_only=True.
-            trainer_defaults={"plugins": [{"class_path": "pdgen.lit.checkpoint_io.AtomicCheckpointIO"}]},
-            args=args,
-        )
-    except (TrainingDiverged, CheckpointError) as error:
-        raise SystemExit(f"pdgen: {error}") from error
+    options = {"-c": "config", "--config": "config", "--ckpt_path": "ckpt_path"}
+    for number, word in enumerate(argv):
+        name, equals, value = word.partition("=")
+        if name not in options or (not equals and number + 1 == len(argv)):
+            continue
+        value = value if equals else argv[number + 1]
+        if options[name] == "config" and not any(mark in value for mark in ("\n", "{", ": ")):
+            if not Path(value).is_file():
+                raise missing_file("config file", value, "*.yaml", NO_CONFIG)
+        elif options[name] == "ckpt_path" and not checkpoint_exists(value):
+            raise missing_file("checkpoint", value, "*.ckpt", NO_CHECKPOINT)
 
 
-def _check_ckpt_path(argv: list[str]) -> None:
-    """Check a `--ckpt_path` file before LightningCLI reads its hyperparameters with a bare `torch.load`,
-    so an empty, truncated or foreign file is named (a missing one is left to Lightning)."""
-    from pdgen.lit.checkpoint_io import check_checkpoint_file
-
-    for word, following in zip(argv, [*argv[1:], None], strict=True):
-        path = following if word == "--ckpt_path" else word.removeprefix("--ckpt_path=")
-        if word.startswith("--ckpt_path") and path and os.path.isfile(path):
-            check_checkpoint_file(path)
+def checkpoint_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether `--ckpt_path` names a file that is there, or something Lightning resolves (`last`, a URL)."""
+    return str(path) in ("best", "last", "hpc", "registry") or "://" in str(path) or Path(path).exists()
 
 
 def main(args: list[str] | None = None) -> None:
@@ -106,17 +132,26 @@ def main(args: list[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if args is None else args)
     command = argv[0] if argv else None
-    if command in (None, "-h", "--help"):
-        print(usage())
-    elif command == "--version":
-        print(f"pdgen {__version__}")
-    elif command in commands.GROUPS:
-        commands.run(command, argv[1:])
-    elif command in LIGHTNING_COMMANDS:
-        _run_lightning(args)
-    else:
-        print(usage(), file=sys.stderr)
-        raise SystemExit(f"pdgen: unknown command {command!r}")
+    try:
+        if command in (None, "-h", "--help"):
+            print(usage())
+        elif command == "--version":
+            print(f"pdgen {__version__}")
+        elif command in commands.GROUPS:
+            _check_files(argv)
+            commands.run(command, argv[1:])
+        elif command in LIGHTNING_COMMANDS:
+            _check_files(argv)
+            from pdgen.lit.runner import run  # imports Lightning: only these four commands pay for it
+
+            run(args)  # LightningCLI reads `sys.argv` itself when `args` is None (it warns when given both)
+        else:
+            print(usage(), file=sys.stderr)
+            raise SystemExit(f"pdgen: unknown command {command!r}")
+    except UserError as error:
+        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        raise SystemExit(f"pdgen {command}: {error}") from None
 
 
 if __name__ == "__main__":

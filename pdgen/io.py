@@ -6,6 +6,11 @@ matters: a temporary file elsewhere (``$TMPDIR``) is on another filesystem as of
 "rename" is a copy that a kill can cut short, leaving the destination truncated. The data is flushed to disk
 (``fsync``) before the rename, so after a crash the name points at the old file or at the whole new one.
 
+Every file is left readable like any file its user makes (mode ``MODE``, 0644). The trap: ``mkstemp`` makes
+the temporary file private (0600) and the rename keeps that mode, so without the ``fchmod`` every shard,
+trajectory and page pdgen writes would be unreadable to anyone but its writer (a page served by a web
+server, a data set shared on a cluster).
+
 A process killed before the rename leaves its temporary file behind: ``.NAME.<random>.tmp`` beside
 ``NAME``. ``remove_stale_temporaries(directory, pattern)`` deletes those of earlier runs; writers call it
 when they start.
@@ -16,27 +21,32 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 log = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIX = ".tmp"
+MODE = 0o644
+"""The mode of every file pdgen writes: the writer reads and writes it, everyone else reads it."""
 
 
 @contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """A binary file that becomes ``path`` when the block ends, or vanishes if it raises.
+    """A binary file that becomes ``path`` (mode ``MODE``) when the block ends, or vanishes if it raises;
+    the folder is made if needed.
 
         with atomic_write(root / "manifest.json") as file:
             file.write(data)
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX
     )
+    os.fchmod(descriptor, MODE)
     try:
         with os.fdopen(descriptor, "wb") as file:
             yield file
@@ -46,6 +56,15 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO], object]) -> None:
+    """``atomic_write`` of ``data``: bytes, or a function that writes into the open file."""
+    with atomic_write(path) as file:
+        if callable(data):
+            data(file)
+        else:
+            file.write(data)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str], name_pattern: str = "*") -> list[Path]:

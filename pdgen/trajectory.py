@@ -37,7 +37,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any, Literal, TypeVar
 from PIL import Image
 
 from pdgen.images import UnreadableImage, open_image
+from pdgen.io import write_atomic
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -436,7 +436,7 @@ class Trajectory:
         path.mkdir(parents=True, exist_ok=True)
         files = self.to_files()
         for name in sorted(files, key=lambda name: name == JSON_NAME):
-            _write_atomic(path / name, files[name])
+            write_atomic(path / name, files[name])
         return path
 
     @classmethod
@@ -455,17 +455,6 @@ class Trajectory:
 
 def _image_name(index: int) -> str:
     return f"{index:02d}.png"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pdgen import commands
-from pdgen.cli import LIGHTNING_COMMANDS, main
+from pdgen.cli import LIGHTNING_COMMANDS, UserError, main
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,32 @@ def test_unknown_command_exits_with_the_usage(capsys) -> None:
     with pytest.raises(SystemExit, match="unknown command 'train'"):
         main(["train"])
     assert "Command groups" in capsys.readouterr().err
+
+
+def test_a_missing_config_file_is_a_short_error_naming_it_and_the_configs_there(capsys) -> None:
+    for argv in (["fit", "-c", "configs/nope.yaml"], ["data", "build", "--config=configs/nope.yaml"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert str(exited.value.code) == (
+            f"pdgen {argv[0]}: config file configs/nope.yaml not found.\n"
+            "In configs/: full.yaml, lora.yaml, predict.yaml, qlora.yaml."
+        )
+    with pytest.raises(SystemExit, match=r"there is no folder nowhere/ here\.\nThe configs that ship are in"):
+        main(["fit", "--config", "nowhere/full.yaml"])
+    assert capsys.readouterr().err == ""  # no usage dump
+
+
+def test_a_missing_checkpoint_in_a_config_file_is_caught_before_anything_is_built(tmp_path) -> None:
+    config = tmp_path / "resume.yaml"
+    config.write_text(f"ckpt_path: {tmp_path / 'runs' / 'last.ckpt'}\n")
+    with pytest.raises(SystemExit, match=r"^pdgen fit: checkpoint \S+last.ckpt not found, and there is no"):
+        main(["fit", "-c", "configs/full.yaml", "-c", str(config)])
+
+
+def test_the_debug_switch_shows_the_traceback(monkeypatch) -> None:
+    monkeypatch.setenv("PDGEN_DEBUG", "1")
+    with pytest.raises(UserError, match="config file configs/nope.yaml not found"):
+        main(["fit", "-c", "configs/nope.yaml"])
 
 
 @pytest.mark.parametrize("group", commands.GROUPS)
@@ -113,6 +139,8 @@ def test_view_html_reads_webdataset_shards(tmp_path) -> None:
     main(["view", "html", str(tmp_path / "shard-000000.tar"), "--out", str(page), "--limit", "5"])
     text = page.read_text()
     assert "shard-000000.tar / 000000" in text and "shard-000000.tar / 000001" in text
+    main(["view", "html", str(tmp_path / "shard-000000.tar")])  # without --out: beside the shard
+    assert (tmp_path / "shard-000000.html").read_text() == text
 
 
 def test_view_html_without_trajectories_is_an_error(tmp_path) -> None:
@@ -134,9 +162,9 @@ def test_console_script_answers_help_without_importing_lightning() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
-    commands_in_readme = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)[:2]
-    assert len(commands_in_readme) == 2 and all("\n" not in command for command in commands_in_readme)
-    install_and_test = commands_in_readme[1]
+    blocks = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)
+    [install_and_test] = [block for block in blocks if "pytest" in block]
+    assert install_and_test.endswith(".venv/bin/pytest -q") and "\n" not in install_and_test
     assert install_and_test in (ROOT / ".ci/run").read_text().splitlines()
 
 

@@ -4,10 +4,12 @@
 is the help, its typed parameters the options. Keep imports of heavy modules inside the functions so that
 `pdgen eval --help` stays fast.
 
-Every subcommand prints a table and, with `--out FILE.json`, writes the whole report: the summary, the
-per-image rows (GenEval's `results.jsonl` fields, or WISE's scores with the judge's raw reply and failed
-tries) and, when the image folder is a pdgen prediction folder, the cost summary it records, which the
-table also shows beside the scores.
+Every subcommand prints a table and writes the whole report as JSON: the summary, the per-image rows
+(GenEval's `results.jsonl` fields, or WISE's scores with the judge's raw reply and failed tries) and, when
+the image folder is a pdgen prediction folder, the cost summary it records, which the table also shows
+beside the scores. ShapesEval and GenEval write it beside the images (`IMAGES/eval_shapes.json`,
+`IMAGES/eval_geneval.json`, where `pdgen view html IMAGES` finds the verdicts) unless `--out` says
+otherwise; WISE writes it only to `--out`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def shapes(
         world: the world preset (default, large, all).
         per_tag: prompts per tag rendered by `--truth`.
         samples: images per prompt rendered by `--truth`.
-        out: write the report (summary, costs, per-image rows) to this JSON file.
+        out: write the report (summary, costs, per-image rows) to this JSON file; by default
+            `IMAGES/eval_shapes.json`, where `pdgen view html IMAGES` shows each image's verdict.
     """
     from pdgen.eval.predictions import is_prediction_folder
     from pdgen.eval.shapes import score_shapes, write_ground_truth
@@ -81,7 +84,8 @@ def geneval(
             `--results` optional (the folder of the rows' file names), read for pdgen's cost figures.
         detector: the back end, as `package.module:ClassName`.
         results: the official scorer's output, one JSON row per image (`tag`, `correct`, ...).
-        out: write the report (summary, costs, per-image rows) to this JSON file.
+        out: write the report (summary, costs, per-image rows) to this JSON file; by default
+            `IMAGES/eval_geneval.json` when the image folder is known.
     """
     from pdgen.eval.geneval import score_folder, summarize
 
@@ -293,15 +297,10 @@ def _costs(images: Path | None) -> dict[str, float] | None:
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
     import json
-    import os
-    import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        json.dump(document, file, indent=1)
-        file.write("\n")
-    os.replace(temporary, path)
+    from pdgen.io import write_atomic
+
+    write_atomic(path, (json.dumps(document, indent=1) + "\n").encode("utf-8"))
 
 
 def _geneval_report(
@@ -312,8 +311,9 @@ def _geneval_report(
     out: Path | None,
     source: dict[str, Any],
 ) -> str:
-    """Write the JSON report if asked and return the table: per tag with its 95 % interval, overall, image
-    mean, costs."""
+    """Write the JSON report (to `out`, or beside the images) and return the table: per tag with its 95 %
+    interval, overall, image mean, costs."""
+    from pdgen.eval.predictions import report_path
     from pdgen.eval.process import wilson_interval
 
     counts: dict[str, int] = {}
@@ -335,6 +335,7 @@ def _geneval_report(
         "costs": costs,
         "rows": rows,
     }
+    out = out if out is not None or images is None else report_path(images, benchmark)
     if out is not None:
         _write_json(out, report)
 
@@ -356,6 +357,7 @@ def _geneval_report(
             _table(lines),
             "(overall: mean of the tag scores, GenEval's score; image_mean: mean over all images)",
             *_cost_lines(costs),
+            *([f"report: {out}"] if out is not None else []),
         ]
     )
 

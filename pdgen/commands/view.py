@@ -11,9 +11,7 @@ import base64
 import html as html_text
 import io
 import json
-import os
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,17 +20,20 @@ from PIL import Image
 
 from pdgen.eval.predictions import (
     COST_FIGURES,
+    PAGE_NAME,
     Prediction,
     cost_summary,
     is_prediction_folder,
     read_predictions,
+    report_path,
 )
+from pdgen.io import write_atomic
 from pdgen.trajectory import JSON_NAME, Inspect, Plan, Refine, Sketch, Trajectory
 
 
 def html(
     path: Path,
-    out: Path = Path("trajectories.html"),
+    out: Path | None = None,
     limit: int = 50,
     size: int = 128,
     results: Path | None = None,
@@ -49,13 +50,15 @@ def html(
         path: a prediction folder (`00000/metadata.jsonl`, `00000/trajectory/0000/trajectory.json`, ...),
             a trajectory directory (as `Trajectory.save` writes it), a webdataset `.tar` shard of
             trajectory samples (`KEY.trajectory.json`, `KEY.00.png`, …), or a folder searched for both.
-        out: the HTML file to write.
+        out: the HTML file to write; by default `trajectories.html` inside the folder shown (beside a
+            `.tar` shard: the shard's name with `.html`).
         limit: show at most this many trajectories.
         size: the longer side of every image on the page, in screen pixels; small images are enlarged
             with sharp pixels.
         results: per-image scores to show with a prediction folder: GenEval's `results.jsonl` or the
-            JSON report of `pdgen eval ... --out` (rows are matched by their image's file name);
-            `PATH/results.jsonl` is read when present and this is not given.
+            JSON report of `pdgen eval` (rows are matched by their image's file name); when this is
+            not given, the first of `PATH/results.jsonl`, `PATH/eval_shapes.json` (what `pdgen eval shapes
+            --images PATH` writes) and `PATH/eval_geneval.json` that exists is read.
 
     Returns:
         The path of the page written.
@@ -73,18 +76,17 @@ def html(
             f"no trajectories in {path} (looked for prediction folders, trajectory.json and .tar shards)"
         )
     page = _PAGE.format(count=len(sections), header=header, sections="\n".join(sections))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(page)
-    os.replace(temporary, out)
+    if out is None:
+        out = path / PAGE_NAME if path.is_dir() else path.with_suffix(".html")
+    write_atomic(out, page.encode("utf-8"))
     return str(out)
 
 
 def _prediction_sections(path: Path, limit: int, size: int, results: Path | None) -> tuple[str, list[str]]:
     """The page header (cost summary, score summary) and one section per sample of a prediction folder."""
-    if results is None and (path / "results.jsonl").is_file():
-        results = path / "results.jsonl"
+    if results is None:
+        found = [path / "results.jsonl", report_path(path, "shapes"), report_path(path, "geneval")]
+        results = next((file for file in found if file.is_file()), None)
     scores = _read_scores(results) if results is not None else {}
     sections = []
     for prediction in read_predictions(path)[:limit]:
@@ -280,9 +282,24 @@ def _score_card(row: dict[str, Any]) -> str:
     return _text_card("score wrong", "Not judged", str(row.get("error")))
 
 
+_COST_LABELS = {
+    "images": "images",
+    "sampling_steps": "sampling steps",
+    "forward_passes": "forward passes",
+    "text_tokens": "text tokens",
+    "wall_time_s": "wall time (s)",
+    "mode": "mode",
+    "seed": "seed",
+}
+"""The fields of a sample's costs.json shown on its card, in order, with their labels."""
+
+
 def _costs_card(costs: dict[str, Any]) -> str:
-    names = ("images", "sampling_steps", "forward_passes", "text_tokens", "wall_time_s", "mode", "seed")
-    lines = [f"{name.replace('_', ' ')}: {costs[name]}" for name in names if name in costs]
+    lines = [
+        f"{label}: {costs[name]:.2f}" if isinstance(costs[name], float) else f"{label}: {costs[name]}"
+        for name, label in _COST_LABELS.items()
+        if name in costs
+    ]
     if costs.get("drafted_tokens"):  # prompt-lookup drafts (GenerationConfig.draft_tokens)
         lines.insert(4, f"drafted tokens kept: {costs['drafted_tokens_kept']} of {costs['drafted_tokens']}")
     return _text_card("costs", "Costs", *lines)

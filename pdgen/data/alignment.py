@@ -49,8 +49,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from pdgen.console import counter
 from pdgen.data.build import TOKENIZER_DIR, train_prompts_by_tag, train_world_tokenizer, world_config
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.judges.base import Judge
@@ -512,7 +512,7 @@ def build_alignment(
     Args:
         root: the output directory (created).
         spec: what to build.
-        progress: show a progress bar (tqdm, on stderr).
+        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
         judge: writes the inspections; default the world's exact judge.
         drafts: where negatives' drafts come from; default ``Perturbations`` of ``spec.kinds``.
     """
@@ -524,7 +524,7 @@ def build_alignment(
     stats = SubsetStats(positives=0, negatives=0)
     kinds: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
-    bar = tqdm(total=spec.num_samples + spec.val_size, unit="sample", disable=not progress)
+    bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "samples", progress)
     for split in ("train", "val"):
         with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
             for number, sample in enumerate(alignment_samples(spec, split, judge, drafts, outcomes)):

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from pdgen.console import counter
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.data.tokenizer import save_tokenizer, train_tokenizer
 from pdgen.trajectory import Plan, Sketch, Trajectory
@@ -161,7 +161,7 @@ def build_multiturn(
     Args:
         root: the output directory (created).
         spec: what to build.
-        progress: show a progress bar (tqdm, on stderr).
+        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -171,7 +171,8 @@ def build_multiturn(
     splits: dict[str, Any] = {}
     stats = SubsetStats()
     dead_ends: Counter[str] = Counter()
-    bar = tqdm(total=spec.num_trajectories + spec.val_size, unit="traj", disable=not progress)
+    total = spec.num_trajectories + spec.val_size
+    bar = counter(total, f"building {SUBSET} in {root}", "trajectories", progress)
     for split in ("train", "val"):
         with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
             for number, trajectory in enumerate(multiturn_trajectories(spec, split, dead_ends)):

@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
+from pdgen.console import counter
 from pdgen.data.build import TOKENIZER_DIR, train_prompts_by_tag, train_world_tokenizer, world_config
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.editors.world import WorldEditor
@@ -782,7 +782,7 @@ def build_conflict(
     Args:
         root: the output directory (created).
         spec: what to build; ``spec.from_ckpt`` set self-samples from that checkpoint.
-        progress: show a progress bar.
+        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
         sampler: a ready ``SelfSampler`` (tests script one); None makes one from ``spec.from_ckpt``.
     """
     root = Path(root)
@@ -799,7 +799,7 @@ def build_conflict(
     stats = SubsetStats(positives=0, negatives=0)
     kinds: Counter = Counter()
     skipped: Counter[str] = Counter()
-    bar = tqdm(total=spec.num_samples + spec.val_size, unit="sample", disable=not progress)
+    bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "samples", progress)
     for split in ("train", "val"):
         with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
             for number, sample in enumerate(conflict_samples(spec, split, sampler, skipped)):

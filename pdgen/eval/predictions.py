@@ -10,6 +10,8 @@ the official scorer does not look:
     <root>/00000/trajectory/0000/generation.json        the generated text, stop reason, error, seed, mode
     <root>/00000/trajectory/0000/costs.json             `Costs.to_dict()` plus "seed" and "mode"
     <root>/summary.json                                 `pdgen.inference.costs.summarise` over all samples
+    <root>/eval_shapes.json, eval_geneval.json          `pdgen eval`'s reports (`report_path`)
+    <root>/trajectories.html                            `pdgen view html`'s page (`PAGE_NAME`)
 
 `read_predictions` lists the samples; `cost_summary` gives the figures the eval commands print beside
 the scores. Both accept a plain GenEval folder (no trajectories, no costs): the fields are then None.
@@ -30,6 +32,14 @@ TRAJECTORY_DIR = "trajectory"
 COSTS_NAME = "costs.json"
 GENERATION_NAME = "generation.json"
 SUMMARY_NAME = "summary.json"
+PAGE_NAME = "trajectories.html"
+"""The page `pdgen view html` writes into the folder it shows, unless told `--out`."""
+
+
+def report_path(images: Path, benchmark: str) -> Path:
+    """Where `pdgen eval <benchmark>` writes its JSON report unless told `--out`: beside the images it
+    scored, where `pdgen view html` finds the verdicts."""
+    return images / f"eval_{benchmark}.json"
 
 COST_FIGURES = (
     ("images drawn", "mean_images"),

@@ -10,15 +10,15 @@ trajectories may sit beside the images. Writes are atomic (temporary file + `os.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from pdgen.io import write_atomic
 
 SAMPLE_NAME = re.compile(r"\d+\.png")
 
@@ -32,31 +32,14 @@ class PromptFolder:
     images: tuple[Path, ...]
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_file(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, creating its folder (writers that fill a folder piece by piece)."""
-    _atomic_write(Path(path), lambda f: f.write(data))
-
-
 def write_prompt_folder(
     root: str | Path, index: int, metadata: dict[str, Any], images: Sequence[Image.Image]
 ) -> Path:
     """Write one prompt's folder (`{index:05d}/metadata.jsonl`, `samples/{k:04d}.png`); returns it."""
     folder = Path(root) / f"{index:05d}"
-    _atomic_write(folder / "metadata.jsonl", lambda f: f.write(json.dumps(metadata).encode()))
+    write_atomic(folder / "metadata.jsonl", lambda f: f.write(json.dumps(metadata).encode()))
     for k, image in enumerate(images):
-        _atomic_write(folder / "samples" / f"{k:04d}.png", lambda f, im=image: im.save(f, format="PNG"))
+        write_atomic(folder / "samples" / f"{k:04d}.png", lambda f, im=image: im.save(f, format="PNG"))
     return folder
 
 
@@ -99,4 +82,4 @@ def read_prompt_folders(root: str | Path, require_tag: bool = True) -> list[Prom
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write rows as JSON lines, atomically."""
     text = "".join(json.dumps(row) + "\n" for row in rows)
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    write_atomic(Path(path), lambda f: f.write(text.encode()))

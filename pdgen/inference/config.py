@@ -132,7 +132,7 @@ GENERATION_PRESETS: dict[str, GenerationConfig] = {
     # BAGEL's text-to-image preset at its 1024 px resolution.
     "bagel-7b-mot": GenerationConfig(),
     # The tiny trunk draws at the shapes world's 64 px (a 4 x 4 latent grid); 30 steps were enough for a
-    # tiny flow model on this CPU (reference/environment.md), a few images and short texts keep it fast.
+    # tiny flow model on this CPU (docs/training.md), a few images and short texts keep it fast.
     # Its text passes are dispatch-bound, so drafting plans by prompt lookup halves their count for little
     # more per pass (docs/benchmarks.md).
     # Its text guidance leaves every text out of the unconditional context (the embedded recipe trains that

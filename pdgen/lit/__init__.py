@@ -1,7 +1,8 @@
 """Training and prediction: the LightningModule (module.py), callbacks (callbacks.py), ShapesEval during
 validation (shapes_eval.py), the divergence guard (guard.py), atomic checkpoint files (checkpoint_io.py),
-QLoRA's 4-bit base (quantize.py), what `predict_step` runs (predict.py) and the prediction writer
-(writer.py)."""
+QLoRA's 4-bit base (quantize.py), what `predict_step` runs (predict.py), the prediction writer (writer.py),
+progress lines for log files (progress.py) and LightningCLI as `pdgen fit|validate|test|predict` starts it
+(runner.py)."""
 
 from pdgen.lit.callbacks import EMA, TrajectoryLogger
 from pdgen.lit.checkpoint_io import AtomicCheckpointIO

@@ -1,7 +1,7 @@
 """Training callbacks: a moving average of the weights, and a TensorBoard view of what the model draws.
 
 - `EMA`: a shadow copy of the trainable parameters, updated after every optimizer step (BAGEL keeps one
-  too, decay 0.9999; short CPU runs want 0.995, see `reference/environment.md`). The shadow is swapped into
+  too, decay 0.9999; short CPU runs want 0.995, see `docs/training.md`). The shadow is swapped into
   the model for validation and by `EMA.swapped` (export, sampling), and lives in the checkpoint's callback
   state while the raw weights stay the model's state dict, so a resumed fit continues both exactly.
 - `TrajectoryLogger`: every `every_n_steps`, in TensorBoard, (1) a trajectory *sampled* from the current

@@ -417,13 +417,6 @@ class ProcessDrivenModule(LightningModule):
         self.log("train/tokens_per_s", batch.sequence_length / max(elapsed, 1e-9), on_step=True, batch_size=1)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=1)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return (
-            batch.to(device)
-            if isinstance(batch, PackedBatch)
-            else super().transfer_batch_to_device(batch, device, dataloader_idx)
-        )
-
     # ----------------------------------------------------------------------------------- optimizer
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """QLoRA's base: swap chosen `nn.Linear` layers for bitsandbytes 4-bit (NF4) layers, weights frozen.
 
-bitsandbytes 0.50 runs `Linear4bit` on a CPU (measured: `reference/environment.md`), so QLoRA trains on this
+bitsandbytes 0.50 runs `Linear4bit` on a CPU (tested, `docs/training.md`), so QLoRA trains on this
 machine too, slowly; what it saves is memory, which matters on a GPU with the 7B trunk. Without
 bitsandbytes installed the swap fails with a `ValueError` that says so. LoRA adapters are injected *after*
 the swap (peft wraps `Linear4bit` layers natively), and computation runs in the original weight dtype.

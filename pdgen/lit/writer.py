@@ -33,8 +33,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
 from pdgen.data.prompts import PromptsDataModule
-from pdgen.eval.samples import write_file, write_prompt_folder
+from pdgen.eval.samples import write_prompt_folder
 from pdgen.inference.costs import Costs, summarise
+from pdgen.io import write_atomic
 from pdgen.lit.predict import Prediction
 
 SUMMARY = "summary.json"
@@ -111,7 +112,7 @@ class PredictionWriter(BasePredictionWriter):
             generation.trajectory.save(steps)
         else:
             for i, image in enumerate(generation.images):
-                write_file(steps / f"{i:02d}.png", _png(image))
+                write_atomic(steps / f"{i:02d}.png", _png(image))
         document = {
             "prompt": generation.prompt,
             "text": generation.text,
@@ -123,14 +124,14 @@ class PredictionWriter(BasePredictionWriter):
             "images": [f"{i:02d}.png" for i in range(len(generation.images))],
             "final_image": f"{len(generation.images) - 1:02d}.png" if generation.images else None,
         }
-        write_file(steps / GENERATION, _json(document))
+        write_atomic(steps / GENERATION, _json(document))
         costs = {**generation.costs.to_dict(), "seed": request.seed, "mode": prediction.mode}
-        write_file(steps / COSTS, _json(costs))
+        write_atomic(steps / COSTS, _json(costs))
         final = generation.final_image
         if final is None:
             size = generation.images[0].size if generation.images else (64, 64)
             final = Image.new("RGB", size, "white")
-        write_file(_sample_path(out, request.index, request.sample), _png(final))
+        write_atomic(_sample_path(out, request.index, request.sample), _png(final))
         return steps
 
 
@@ -144,7 +145,7 @@ def write_summary(out: str | os.PathLike[str]) -> dict[str, float]:
     if not costs:
         return {}
     summary = summarise(costs)
-    write_file(out / SUMMARY, _json(summary))
+    write_atomic(out / SUMMARY, _json(summary))
     return summary
 
 

@@ -58,6 +58,9 @@ def test_shapes_on_ground_truth_prints_tags_and_writes_a_report(capsys, tmp_path
 
 def test_shapes_prints_the_costs_of_a_prediction_folder(capsys, predictions) -> None:
     rows = table(run(capsys, "shapes", "--images", str(predictions)))
+    # Without --out the report lands beside the images, where `pdgen view html` looks for verdicts.
+    assert rows["report:"] == [str(predictions / "eval_shapes.json")]
+    assert json.loads((predictions / "eval_shapes.json").read_text())["summary"]["overall"] == 1.0
     assert rows["overall"] == ["1.000"]
     # conftest's costs: 2 images, 100 sampling steps, 300 forward passes, 40 text tokens, 1.5 s per sample
     assert rows["images"] == ["drawn", "2.00"] and rows["sampling"] == ["steps", "100.00"]

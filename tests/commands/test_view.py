@@ -41,6 +41,23 @@ def test_a_prediction_folder_shows_each_sample_with_its_costs(predictions, tmp_p
     assert len(sections(page_of(predictions, tmp_path, "--limit", "2"))) == 2
 
 
+def test_after_eval_shapes_the_page_lands_in_the_folder_with_verdicts_and_rounded_costs(
+    predictions, capsys
+) -> None:
+    # The README's order: score the folder (the report goes beside the images), then look at it.
+    costs_file = next(predictions.glob("00000/trajectory/0000/costs.json"))
+    costs = {**json.loads(costs_file.read_text()), "wall_time_s": 1.5479133799999545}
+    costs_file.write_text(json.dumps(costs))
+    main(["eval", "shapes", "--images", str(predictions)])
+    capsys.readouterr()
+    main(["view", "html", str(predictions)])
+    page = predictions / "trajectories.html"
+    assert capsys.readouterr().out.strip() == str(page)
+    assert page.stat().st_mode & 0o777 == 0o644  # readable by others, like any file the user makes
+    first = sections(page.read_text())[0]
+    assert "Score: correct" in first and "wall time (s): 1.55" in first and "1.5479" not in first
+
+
 def test_view_dir_is_view_html_dir(predictions, tmp_path, capsys) -> None:
     # `view` has one subcommand, so its name may be left out: `pdgen view DIR`.
     main(["view", str(predictions), "--out", str(tmp_path / "short.html")])

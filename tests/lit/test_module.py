@@ -189,3 +189,13 @@ def test_a_missing_init_from_is_trained_first_or_named(make_module, tmp_path, mo
     monkeypatch.setattr(subprocess, "run", fake_fit)
     make_module(init_from=str(missing), init_from_config="configs/base.yaml").prepare_data()
     assert ran == [["fit", "-c", "configs/base.yaml"]] and missing.is_file()
+
+
+def test_lightning_moves_a_pack_to_the_device_with_its_own_to(world_packs) -> None:
+    # No `transfer_batch_to_device` override is needed (one on the module made Lightning warn on every
+    # run): Lightning's default calls `.to(device)` on any batch object that has one.
+    from lightning.fabric.utilities import move_data_to_device
+
+    moved = move_data_to_device(world_packs.packs[0], torch.device("meta"))
+    assert moved.packed_text_ids.is_meta and all(image.is_meta for image in moved.vae_images)
+    assert moved.sample_lens == world_packs.packs[0].sample_lens

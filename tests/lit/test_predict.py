@@ -1,6 +1,7 @@
 """`pdgen predict` in-process on a one-step checkpoint: the shipped configs, EMA weights, resuming."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -111,3 +112,32 @@ def test_the_checkpoints_ema_average_replaces_the_raw_weights(checkpoint, make_m
     name = next(n for n in shadow if not torch.equal(shadow[n], raw["state_dict"][n]))  # moved by the step
     assert load_ema_weights(module, ckpt)
     assert torch.equal(dict(module.named_parameters())[name].detach(), shadow[name])
+
+
+def test_a_failed_predict_leaves_the_prediction_folder_byte_identical(checkpoint, tmp_path, capsys):
+    ckpt, tokenizer = checkpoint
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS[0] + "\n")
+    out = tmp_path / "out"
+    predict(ckpt, tokenizer, prompts, out, "--data.baseline", "planner")
+    assert re.search(r"^predict: 1 batches in \d+s$", capsys.readouterr().err, flags=re.M)  # no bar: lines
+
+    def contents() -> dict[str, bytes]:
+        return {str(path.relative_to(out)): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    before = contents()
+    assert "config.yaml" in before
+    # A checkpoint that is not there: a short error naming it and what its folder holds, nothing written.
+    with pytest.raises(SystemExit) as failed:
+        predict(ckpt.with_name("typo.ckpt"), tokenizer, prompts, out, "--trainer.max_steps", "7")
+    message = str(failed.value.code)
+    assert message.startswith(f"pdgen predict: checkpoint {ckpt.with_name('typo.ckpt')} not found.\n")
+    assert "last.ckpt" in message and len(message.splitlines()) <= 3
+    assert contents() == before
+    # One whose weights do not fit the model fails after setup, where LightningCLI wrote its config.yaml.
+    mismatched = torch.load(ckpt, weights_only=False)
+    mismatched["state_dict"].popitem()
+    torch.save(mismatched, tmp_path / "mismatched.ckpt")
+    with pytest.raises(RuntimeError, match="state_dict"):
+        predict(tmp_path / "mismatched.ckpt", tokenizer, prompts, out, "--trainer.max_steps", "7")
+    assert contents() == before

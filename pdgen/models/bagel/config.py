@@ -358,7 +358,7 @@ PRESETS: dict[str, BagelConfig] = {
     # FLUX one, whose latents would mean nothing. A latent token is then 4x4 pixels = 48 values, fewer than
     # the hidden width: `llm2vae` (rank <= hidden) can only denoise latent dimensions it can reach.
     # max_latent_size 8 caps images at 32 px (8 x 8 tokens), the size the recipe in
-    # `reference/environment.md` trained at; 128 wide and 4 deep as there.
+    # docs/training.md ("Why this recipe") trained at; 128 wide and 4 deep as there.
     "embedded": BagelConfig(
         name="embedded",
         llm=LLMConfig(

@@ -47,7 +47,7 @@ def sample_timesteps(
         shift: timestep shift s (1.0 = the plain distribution).
         generator: random source.
         distribution: ``logit_normal`` (BAGEL's: sigmoid of a standard normal, few draws near 0 and 1) or
-            ``uniform`` (the recipe reference/environment.md measured a tiny flow model from scratch to
+            ``uniform`` (the recipe docs/training.md measured a tiny flow model from scratch to
             learn with in minutes on a CPU).
 
     Returns:
