@@ -7,8 +7,10 @@ Two things differ from a new user's run, and only these:
   install …` steps are left out (the other steps of the same `&&` chain run). `PYTHONPATH` points at the
   copy, so its pdgen is the one imported.
 - Time: `pdgen fit` and `pdgen predict` get overrides appended that shorten them to seconds (`SHORT_FIT`,
-  `short_data`, `SHORT_PREDICT`). When the README's main job changes (another config, another stage), this
-  is the place to say how to shorten it.
+  `short_data`, `SHORT_PREDICT`), and the base stage the fit trains first gets a config layered over its own
+  (`SHORT_BASE`): a few caption pairs, two steps. Both runs validate without the ShapesEval monitor (`LEAN`),
+  whose generations would take minutes. When the README's main job changes (another config, another stage),
+  this is the place to say how to shorten it.
 
 The README's test command is not run: it is this test suite (`.ci/run` runs it, `tests/test_cli.py` checks
 that it is the README's).
@@ -36,6 +38,23 @@ SHORT_FIT = [
     "--trainer.limit_val_batches", "1",
 ]  # fmt: skip
 """Appended to the README's `pdgen fit`: three steps, then one validation batch of each validation set."""
+
+LEAN = {
+    "callbacks": [
+        {"class_path": "pdgen.lit.EMA", "init_args": {"decay": 0.995}},
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+    ]
+}
+"""The fit's callbacks in the test: the EMA the predict run samples with, and `last.ckpt`."""
+
+SHORT_BASE = {
+    "data": {"init_args": {"num_samples": 16, "val_size": 2, "tokenizer_trajectories": 8, "num_workers": 0}},
+    "trainer": {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "callbacks": [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"dirpath": "runs/base/checkpoints", "save_last": True}},
+    ]},
+}  # fmt: skip
+"""Layered over configs/base.yaml when the fit trains the base stage first: two steps on 16 caption pairs."""
 
 SHORT_PREDICT = [
     "--data.limit", "2",
@@ -82,15 +101,21 @@ def short_data(config_files: list[str], root: Path) -> list[str]:
     return overrides
 
 
-def as_run_here(command: str, root: Path) -> str:
-    """The README's `command` as this test runs it: install steps left out, the long jobs shortened."""
+def as_run_here(command: str, root: Path, scratch: Path) -> str:
+    """The README's `command` as this test runs it: install steps left out, the long jobs shortened (the
+    configs that shorten them written to `scratch`, outside the copy)."""
     steps = [step.strip() for step in command.split("&&") if not INSTALL_STEP.fullmatch(step.strip())]
+    lean, short_base = scratch / "lean.yaml", scratch / "short_base.yaml"
+    lean.write_text(yaml.safe_dump({"trainer": LEAN}))
+    short_base.write_text(yaml.safe_dump(SHORT_BASE))
     shortened = []
     for step in steps:
         words = shlex.split(step)
         if words[:2] == [".venv/bin/pdgen", "fit"]:
             configs = [words[i + 1] for i, word in enumerate(words) if word in ("-c", "--config")]
-            words += SHORT_FIT + short_data(configs, root)
+            base = f'["configs/base.yaml", "{short_base}"]'
+            words += ["-c", str(lean), *SHORT_FIT, *short_data(configs, root)]
+            words += ["--model.init_args.init_from_config", base]
         elif words[:2] == [".venv/bin/pdgen", "predict"]:
             words += SHORT_PREDICT
         shortened.append(shlex.join(words))
@@ -111,7 +136,7 @@ def test_the_readme_commands_work_copied_in_order(tmp_path) -> None:
     logs = {}
     for command in commands:
         run = subprocess.run(
-            ["bash", "-c", as_run_here(command, root)],
+            ["bash", "-c", as_run_here(command, root, tmp_path)],
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -7,8 +7,8 @@ caption pairs (``configs/base.yaml``), whose checkpoint the paper's recipe start
 
     Trajectory(caption, [Sketch(image)])
 
-and laid out for training by ``pdgen.data.layout.CaptionLayout``: caption -> image (text-to-image) or image ->
-caption (the understanding path, which the inspector reads images with).
+and laid out for training by ``pdgen.data.sample_layout.CaptionLayout``: caption -> image (text-to-image) or
+image -> caption (the understanding path, which the inspector reads images with).
 
 Captions come in the two voices the process uses, so that what the base model learns to draw from is what the
 process later writes before each image:
@@ -181,7 +181,7 @@ class BaseDataModule(ShardDataModule):
     """The base stage (``configs/base.yaml``): caption pairs of single scenes, BAGEL's pre-training in small.
 
     Each pair is laid out as text -> image, or with probability ``image_to_text`` as image -> caption
-    (``pdgen.data.layout.CaptionLayout``); a text-to-image caption is dropped with probability
+    (``pdgen.data.sample_layout.CaptionLayout``); a text-to-image caption is dropped with probability
     ``prompt_dropout`` (text CFG's unconditional context). Samples are short and alike in length, so a pack
     holds many of them and nearly every token of a text-to-image sample carries the MSE loss.
     ``prepare_data`` builds the shards and the embedded tokenizer under ``root`` when they are missing.

@@ -55,8 +55,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pdgen.data.build import SUBSET, MultiTurnSpec, build_multiturn
 from pdgen.data.conflict import SUBSET as CONFLICT
 from pdgen.data.conflict import ConflictSpec, build_conflict
-from pdgen.data.layout import Layout, LayoutName, ProcessLayout, make_layout
 from pdgen.data.packing import PackedBatch, PackingConfig, TokenBudget, TokenBudgetPacker, TrajectoryPacker
+from pdgen.data.sample_layout import Layout, LayoutName, ProcessLayout, make_layout
 from pdgen.data.shards import (
     ReaderPart,
     ShardSource,
@@ -83,8 +83,8 @@ class PackedTrajectoryDataset(IterableDataset):
         budget: how full a pack must be and may be.
         seed: seeds each reader's layout coins (with its reader index): condition dropout, caption pairs.
         epochs: epochs to read; None reads forever (training).
-        layout: how a trajectory is laid out as a sample (``pdgen.data.layout``); default the process with
-            no condition dropout.
+        layout: how a trajectory is laid out as a sample (``pdgen.data.sample_layout``); default the process
+            with no condition dropout.
         rank: this process's rank.
         world_size: the number of ranks.
         skip: packs of this rank already consumed (round-robin over workers); each worker skips its share.
@@ -190,8 +190,8 @@ class PackedDataModule(L.LightningDataModule):
         prompt_dropout: probability that a training sample's prompt is left out, so the model also learns the
             unconditional context of text classifier-free guidance.
         tokenizer: a tokenizer directory (the BAGEL release's); None uses the one the data was built with.
-        layout: how a trajectory becomes a training sample (``pdgen.data.layout``): ``process`` (the paper's
-            interleaved sequence), ``single_pass`` (prompt -> final image) or ``caption`` (the base stage).
+        layout: how a trajectory becomes a training sample (``pdgen.data.sample_layout``): ``process`` (the
+            paper's interleaved sequence), ``single_pass`` (prompt -> final image), ``caption`` (base stage).
         text_dropout: probability that a training sample loses every text, prompt, plans and inspections
             (``process`` only): the unconditional context of text CFG that guides with the images alone.
     """
@@ -352,7 +352,7 @@ class ShardDataModule(PackedDataModule):
             unconditional context of text classifier-free guidance.
         tokenizer: a tokenizer directory (the BAGEL release's); None uses the one the build saved.
         layout: how a trajectory becomes a training sample: ``process``, ``single_pass`` or ``caption``
-            (``pdgen.data.layout``).
+            (``pdgen.data.sample_layout``).
         text_dropout: probability that a training sample loses every text (``process`` only; the
             unconditional context of text CFG that guides with the images alone).
     """
@@ -475,7 +475,7 @@ class MultiTurnDataModule(ShardDataModule):
             guidance learns the unconditional context from these).
         tokenizer: a tokenizer directory (the BAGEL release's); None uses the one the build trained.
         layout: how a trajectory becomes a training sample: ``process``, ``single_pass`` or ``caption``
-            (``pdgen.data.layout``).
+            (``pdgen.data.sample_layout``).
         text_dropout: probability that a training sample loses every text (``process`` only; the
             unconditional context of text CFG that guides with the images alone).
     """
@@ -575,7 +575,9 @@ class ConflictDataModule(ShardDataModule):
             world=world,
             negative_fraction=negative_fraction,
             from_ckpt=from_ckpt,
-            tokenizer=None if tokenizer is None else str(tokenizer),
+            # Only self-sampling needs it at build time: a symbolic build may come before the tokenizer does
+            # (the recipe's, trained by the base stage after the subsets are built).
+            tokenizer=None if tokenizer is None or from_ckpt is None else str(tokenizer),
             packing=packing,
             num_timesteps=num_timesteps,
             samples_per_shard=samples_per_shard,

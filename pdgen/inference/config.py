@@ -34,7 +34,7 @@ class GenerationConfig:
         cfg_text_scale: text guidance; 1.0 turns it off (no extra forward passes).
         cfg_text_drops: what text guidance's unconditional context leaves out: the ``prompt`` (what prompt
             dropout trains) or every ``text``, the prompt and the model's plans and inspections (what text
-            dropout trains, ``pdgen.data.layout``; BAGEL's think mode). With ``prompt`` the plan, which
+            dropout trains, ``pdgen.data.sample_layout``; BAGEL's think mode). With ``prompt`` the plan, which
             repeats the prompt, stays in both contexts, and guidance has little to amplify.
         cfg_img_scale: image guidance; 1.0 turns it off. Its unconditional context holds no image.
         cfg_interval: guidance applies at flow times t with ``lo < t <= hi``; plain conditional

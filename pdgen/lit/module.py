@@ -124,7 +124,7 @@ class ProcessDrivenModule(LightningModule):
         attn_impl: Literal["sdpa", "flex", "triton"] = "sdpa",
         seed: int = 0,
         init_from: str | None = None,
-        init_from_config: str | None = None,
+        init_from_config: str | list[str] | None = None,
     ) -> None:
         """
         Args:
@@ -160,8 +160,8 @@ class ProcessDrivenModule(LightningModule):
                 fit; a checkpoint of another trunk fails naming the keys that differ. A resumed fit
                 (`--ckpt_path`) restores its own weights over it.
             init_from_config: the config that trains `init_from` when the file is missing
-                (`configs/base.yaml`): `prepare_data` runs `pdgen fit -c` on it first, in a child process, and
-                says so in the log.
+                (`configs/base.yaml`), or several layered in order: `prepare_data` runs `pdgen fit -c ...` on
+                it first, in a child process, and says so in the log.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -200,20 +200,23 @@ class ProcessDrivenModule(LightningModule):
         so the base stage's data (and its tokenizer, which the recipe reads its subsets with) exist by then.
         """
         init_from, recipe = self.hparams.init_from, self.hparams.init_from_config
-        if init_from is None or Path(init_from).is_file():
+        fitting = self._trainer is None or self.trainer.state.fn == "fit"  # predict reads its own checkpoint
+        if init_from is None or Path(init_from).is_file() or not fitting:
             return
         if recipe is None:
             raise ValueError(
                 f"model.init_from={init_from!r} does not exist; train it first, or set "
                 "model.init_from_config to the config that trains it (configs/base.yaml for the base stage)"
             )
-        command = [sys.executable, "-m", "pdgen.cli", "fit", "-c", str(recipe)]
-        log.warning("no checkpoint at %s: training it first with `pdgen fit -c %s`", init_from, recipe)
-        subprocess.run(command, check=True)
+        configs = [recipe] if isinstance(recipe, str) else list(recipe)
+        options = [word for config in configs for word in ("-c", str(config))]
+        command = f"pdgen fit {' '.join(options)}"
+        log.warning("no checkpoint at %s: training it first with `%s`", init_from, command)
+        subprocess.run([sys.executable, "-m", "pdgen.cli", "fit", *options], check=True)
         if not Path(init_from).is_file():
             raise ValueError(
-                f"`pdgen fit -c {recipe}` finished without writing model.init_from={init_from!r}: the "
-                "config's checkpoint path and init_from must name the same file"
+                f"`{command}` finished without writing model.init_from={init_from!r}: the config's "
+                "checkpoint path and init_from must name the same file"
             )
 
     def load_trunk_weights(self, path: str | Path) -> None:

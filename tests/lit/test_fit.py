@@ -45,13 +45,25 @@ def fit(module, data, max_steps, ckpt_path=None, root=None):
 
 
 def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
-    # The full recipe end to end at toy sizes: the mixture builds its three subsets (the conflict set
-    # symbolic, since no stage-1 checkpoint exists) and trains a step. A later `-c` file replaces the
-    # `subsets` dict whole, so every subset is spelled out.
+    # The full recipe end to end at toy sizes: the base stage is missing, so it is trained first (two steps
+    # of configs/base.yaml on 16 caption pairs, in a child process); the mixture builds its three subsets (the
+    # conflict set symbolic, since no stage-1 checkpoint exists) and trains a step from the base checkpoint,
+    # reading every subset with the base build's tokenizer. A later `-c` file replaces the `subsets` dict
+    # whole, so every subset is spelled out.
+    base = tmp_path / "base"
+    base_toy = tmp_path / "base_toy.yaml"
+    base_toy.write_text(yaml.safe_dump({
+        "data": {"init_args": {"root": str(base / "data"), "num_samples": 16, "val_size": 2,
+                               "tokenizer_trajectories": 8, "samples_per_shard": 8, "num_workers": 0}},
+        "trainer": {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "logger": False,
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"dirpath": str(base), "save_last": True}}]},
+    }, sort_keys=False))  # fmt: skip
     small = dict(val_size=2, samples_per_shard=8)
+    tokenizer = str(base / "data" / "tokenizer")
     subsets = {
         "multiturn": ("MultiTurnDataModule", dict(num_trajectories=16, augment=0.5)),
-        "conflict": ("ConflictDataModule", dict(num_samples=8, tokenizer=str(tmp_path / "mt" / "tokenizer"))),
+        "conflict": ("ConflictDataModule", dict(num_samples=8, tokenizer=tokenizer)),
         "alignment": ("AlignmentDataModule", dict(num_samples=9)),
     }
     roots = {"multiturn": "mt", "conflict": "conflict", "alignment": "alignment"}
@@ -63,13 +75,14 @@ def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
         for name, (cls, args) in subsets.items()
     }
     toy = tmp_path / "toy.yaml"
-    options = {"subsets": data, "num_workers": 0, "max_tokens": 1024}
-    # Order matters: the multi-turn build comes first (its tokenizer reads every subset).
-    toy.write_text(yaml.safe_dump({"data": {"init_args": options}}, sort_keys=False))
+    options = {"subsets": data, "num_workers": 0, "max_tokens": 1024, "tokenizer": tokenizer}
+    model = {"init_from": str(base / "last.ckpt"), "init_from_config": ["configs/base.yaml", str(base_toy)]}
+    toy.write_text(yaml.safe_dump({"model": {"init_args": model}, "data": {"init_args": options}}))
     main(["fit", "-c", "configs/full.yaml", "-c", str(toy), "--trainer.fast_dev_run", "true",
           "--trainer.default_root_dir", str(tmp_path / "runs")])  # fmt: skip
-    built = [tmp_path / "mt", tmp_path / "conflict" / "symbolic", tmp_path / "alignment"]
+    built = [tmp_path / "mt", tmp_path / "conflict" / "symbolic", tmp_path / "alignment", base / "data"]
     assert all((root / "manifest.json").is_file() for root in built)
+    assert (base / "last.ckpt").is_file()
 
 
 def test_a_resumed_fit_repeats_the_uninterrupted_one(make_module, world_packs, tmp_path):

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from world_packs import FROM_SCRATCH
 
 from pdgen.cli import main
 from pdgen.data.tokenizer import save_tokenizer
@@ -28,6 +29,7 @@ def checkpoint(world_packs, tmp_path_factory):
             "configs/full.yaml",
             "--data",
             "world_packs.WorldPacks",
+            *FROM_SCRATCH,
             "--model.init_args.warmup_steps",
             "1",
             "--trainer.max_steps",

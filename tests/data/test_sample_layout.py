@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pdgen.data.layout import CaptionLayout, ProcessLayout, SinglePassLayout, final_image, make_layout
 from pdgen.data.packing import PackingConfig, TextSplit, TrajectoryPacker
+from pdgen.data.sample_layout import CaptionLayout, ProcessLayout, SinglePassLayout, final_image, make_layout
 from pdgen.trajectory import Plan, Sketch, Trajectory
 
 TINY = PackingConfig.from_name("tiny")
