@@ -144,8 +144,12 @@ ONE_IMAGE = [  # the base stage's short samples: a caption and one image, nearly
 ]
 
 
-@pytest.mark.parametrize("trajectories", [[*TWO_TRAJECTORIES, INSPECTED], ONE_IMAGE], ids=["turns", "one-image"])
-def test_losses_and_gradients_equal_the_readable_reference_path(tiny_trunk, pack_of, monkeypatch, trajectories):
+@pytest.mark.parametrize(
+    "trajectories", [[*TWO_TRAJECTORIES, INSPECTED], ONE_IMAGE], ids=["turns", "one-image"]
+)
+def test_losses_and_gradients_equal_the_readable_reference_path(
+    tiny_trunk, pack_of, monkeypatch, trajectories
+):
     """The fast step (each expert on its own rows, samples batched for attention) computes the numbers of
     the plainest one (every expert on every row, attention over the whole pack) to fp32 rounding."""
     pack = pack_of(trajectories)
