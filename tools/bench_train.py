@@ -205,8 +205,13 @@ def tokenizer_for_benchmarks(samples: int):
 # ---- timing ------------------------------------------------------------------------------------------------
 
 
-def pdgen_step(module: ProcessDrivenModule, batch: PackedBatch) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+def adamw(parameters, fused: bool) -> torch.optim.AdamW:
+    """AdamW as the recipe builds it; `fused` takes torch's one-kernel CPU implementation."""
+    return torch.optim.AdamW([p for p in parameters if p.requires_grad], lr=1e-3, fused=fused or None)
+
+
+def pdgen_step(module: ProcessDrivenModule, batch: PackedBatch, fused: bool = False) -> Callable[[], None]:
+    optimizer = adamw(module.parameters(), fused)
 
     def step() -> None:
         optimizer.zero_grad()
@@ -216,8 +221,8 @@ def pdgen_step(module: ProcessDrivenModule, batch: PackedBatch) -> Callable[[], 
     return step
 
 
-def reference_step(model: DenseReference, batch: DenseBatch) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+def reference_step(model: DenseReference, batch: DenseBatch, fused: bool = False) -> Callable[[], None]:
+    optimizer = adamw(model.parameters(), fused)
 
     def step() -> None:
         optimizer.zero_grad()
@@ -263,7 +268,11 @@ def reference_table(module: ProcessDrivenModule, packer: TrajectoryPacker, args:
         count = args.single_image_samples if kind == "single-image" else args.samples
         pack = packer.collate(build_packs(kind, packer, count))
         dense = DenseBatch(pack, config.patch_latent_dim, packer.ids.pad)
-        ours, theirs = alternate(pdgen_step(module, pack), reference_step(reference, dense), args.rounds)
+        ours, theirs = alternate(
+            pdgen_step(module, pack, args.fused_adamw),
+            reference_step(reference, dense, args.fused_adamw),
+            args.rounds,
+        )
         ours_ms = 1e3 * statistics.median(t[0] for t in ours)
         images = pack.split_modes.count("noise")  # the images the step learns to draw
         shape = "x".join(map(str, dense.ids.shape))
@@ -278,7 +287,7 @@ def packed_padded_table(module: ProcessDrivenModule, packer: TrajectoryPacker, a
     print(f"{args.samples} multi-turn trajectories ({useful} tokens)")
     print(f"{'layout':<8}{'tokens':>8}{'steps/s':>10}{'tokens/s':>10}{'useful tokens/s':>17}")
     for name, batch in (("packed", packer.collate(samples)), ("padded", packer.collate_padded(samples))):
-        step = pdgen_step(module, batch)
+        step = pdgen_step(module, batch, args.fused_adamw)
         step()
         per_step = statistics.median(seconds(step)[0] for _ in range(args.steps))
         tokens = batch.sequence_length
@@ -297,6 +306,7 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="time pdgen against the dense reference")
     parser.add_argument("--rounds", type=int, default=20, help="alternating rounds per pack (--reference)")
     parser.add_argument("--kinds", nargs="+", choices=PACK_KINDS, default=list(PACK_KINDS))
+    parser.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) on both sides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -304,7 +314,8 @@ def main() -> None:
     torch.manual_seed(0)
     module = ProcessDrivenModule(args.preset, vision_start_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"))
     packer = TrajectoryPacker(tokenizer, packing_for_trunk(PackingConfig.from_name("tiny"), module.trunk.config))
-    print(f"preset {args.preset}, {args.threads} threads, torch {torch.__version__}")
+    adam = "fused AdamW" if args.fused_adamw else "AdamW"
+    print(f"preset {args.preset}, {args.threads} threads, {adam}, torch {torch.__version__}")
     if args.reference:
         reference_table(module, packer, args)
     else:

@@ -230,8 +230,8 @@ class SdpaLayout:
     in backward, a gradient the size of the pack) per sample and layer, which dominates for many short
     samples. So samples are grouped, longest first, into (B, L) batches padded to their longest member
     while that costs at most ``SDPA_PADDING_SLACK`` times the samples' own attention; a pack of equal
-    lengths is one batch. A padded query sees only itself (a row with nothing to see would be NaN), no
-    real query sees a padded key, and padded outputs are dropped, so the result is the per-sample one.
+    lengths is one batch. No real query sees a padded key and padded outputs are dropped, so the result is
+    the per-sample one.
 
     Attributes:
         index: (sum B*L,) long, the pack row each batch slot reads (padding reads its sample's first row).
@@ -271,11 +271,19 @@ class SdpaLayout:
             slot = slots + torch.arange(rows.numel()).view(rows.shape)  # (B, L)
             unpad[rows[valid]] = slot[valid]
             slots += rows.numel()
+            # The rule within a sample compares offsets; a padding slot lies past every real token in a split
+            # of its own, so by the rule itself no real query sees it and it sees itself (a query that sees
+            # nothing would be NaN). Padded outputs are dropped, so what else padding sees is harmless.
             rows_d, valid_d = rows.to(device), valid.to(device)
-            allowed = meta.may_attend(rows_d[:, :, None], rows_d[:, None, :])  # (B, L, L)
-            allowed &= valid_d[:, :, None] & valid_d[:, None, :]
-            allowed |= torch.diag_embed(~valid_d)  # padding sees itself
-            mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, -torch.inf)
+            position = torch.where(valid, offset, width).to(device)  # (B, L)
+            split = torch.where(valid_d, meta.split_id[rows_d], -1)
+            mode = torch.where(valid_d, meta.mode[rows_d], int(SplitMode.CAUSAL))
+            allowed = may_attend(
+                position[:, :, None], position[:, None, :], 0, 0,  # one sample per batch row
+                split[:, :, None], split[:, None, :], mode[:, :, None], mode[:, None, :],
+            )  # (B, L, L)
+            zero, minus_inf = (torch.tensor(x, dtype=dtype, device=device) for x in (0.0, -torch.inf))
+            mask = torch.where(allowed, zero, minus_inf)
             index.append(rows.flatten())
             batches.append(tuple(rows.shape))
             masks.append(mask[:, None])  # (B, 1, L, L): the same for every head

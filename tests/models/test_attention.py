@@ -108,9 +108,10 @@ def test_sdpa_batches_samples_of_similar_length_and_pads_them():
     layout = meta.sdpa_layout(torch.float32)
     assert layout.batches == [(1, 30), (3, 11), (1, 1)]
     assert [m.shape for m in layout.masks] == [(1, 1, 30, 30), (3, 1, 11, 11), (1, 1, 1, 1)]
-    padded_row = layout.masks[1][1, 0, 10]  # the 11th slot of a 10-token sample: it sees only itself
-    assert padded_row[10] == 0 and torch.isinf(padded_row[:10]).all()
-    assert torch.isinf(layout.masks[1][1, 0, :10, 10]).all(), "no real query sees a padded key"
+    padded = layout.masks[1][1, 0]  # the 10-token sample in an 11-wide batch: its 11th slot is padding
+    assert padded[10, 10] == 0, "a padded query sees itself (one that sees nothing would be NaN)"
+    assert torch.isinf(padded[:10, 10]).all(), "no real query sees a padded key"
+    assert torch.equal(padded[:10, :10] == 0, meta.dense_mask()[41:51, 41:51])
     assert layout.index[layout.unpad].tolist() == list(range(sum(lens)))
 
 
