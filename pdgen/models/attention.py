@@ -294,8 +294,8 @@ def _sdpa(q, k, v, meta, scale):
     layout = meta.sdpa_layout(q.dtype)
     sizes = [b * n for b, n in layout.batches]
     # One gather per tensor for all batches (its backward is one scatter, not one pack-sized gradient per
-    # sample), then (B, L, H, D) views of it.
-    q_b, k_b, v_b = (x[layout.index].split(sizes) for x in (q, k, v))
+    # sample), then (B, L, H, D) views of it. `index_select` is the CPU's faster gather (and scatter-add).
+    q_b, k_b, v_b = (x.index_select(0, layout.index).split(sizes) for x in (q, k, v))
     outs = []
     for (b, n), mask, qi, ki, vi in zip(layout.batches, layout.masks, q_b, k_b, v_b, strict=True):
         out = F.scaled_dot_product_attention(
@@ -307,7 +307,7 @@ def _sdpa(q, k, v, meta, scale):
             enable_gqa=True,
         )  # (B, H, L, D)
         outs.append(out.transpose(1, 2).reshape(b * n, *q.shape[1:]))  # (B*L, H, D)
-    return (outs[0] if len(outs) == 1 else torch.cat(outs))[layout.unpad]  # (T, H, D)
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)).index_select(0, layout.unpad)  # (T, H, D)
 
 
 FLEX_BLOCK_SIZE = 128  # FlexAttention's default; BAGEL builds its block masks with the same size

@@ -88,7 +88,9 @@ class ExpertRoute:
             return Streams(x, x[:0])
         if self.und.numel() == 0:
             return Streams(x[:0], x)
-        return Streams(x[self.und], x[self.gen])
+        # `index_select`, not `x[rows]`: on the CPU it is the faster gather, and so is its backward (one
+        # scatter-add, where advanced indexing's backward is an accumulating `index_put_`).
+        return Streams(x.index_select(0, self.und), x.index_select(0, self.gen))
 
     def merge(self, x: Streams) -> torch.Tensor:
         """The inverse of `split`: per-expert rows back into one (T, ...) tensor in pack order."""
