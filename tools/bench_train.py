@@ -35,6 +35,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 # As `pdgen fit` does (pdgen/cli.py), before torch loads: threads that finish early wait without spinning,
 # so a shared core is not fought over.
@@ -66,6 +67,7 @@ from pdgen.trajectory import Trajectory
 from pdgen.world.shapes import BACKGROUND, PALETTE
 
 PACK_KINDS = ("multi-turn", "mixture", "single-image")
+PLACES = ("top left", "top right", "bottom left", "bottom right")  # the four cells of `square`
 
 
 # ---- the dense reference ---------------------------------------------------------------------------------
@@ -171,11 +173,10 @@ def square(colour: str, cell: int) -> Image.Image:
 def single_image_samples(packer: TrajectoryPacker, count: int) -> list[PackedSample]:
     """The base stage's samples: caption -> noised image, and one in four image (ViT) -> caption."""
     ids, colours, samples = packer.ids, list(PALETTE), []
-    places = ("top left", "top right", "bottom left", "bottom right")
     for i in range(count):
         colour, cell = colours[i % len(colours)], (i // len(colours)) % 4
-        caption = (ids.im_start, *encode_text(packer.tokenizer, f"a {colour} square at the {places[cell]}"),
-                   ids.im_end)
+        text = encode_text(packer.tokenizer, f"a {colour} square at the {PLACES[cell]}")
+        caption = (ids.im_start, *text, ids.im_end)
         image = square(colour, cell)
         if i % 4 == 3:
             vit = ImageSplit(image, "vit", (4, 4), position=0)
@@ -196,9 +197,9 @@ def build_packs(kind: str, packer: TrajectoryPacker, samples: int) -> list[Packe
     return single_image_samples(packer, samples)
 
 
-def tokenizer_for_benchmarks(samples: int):
+def tokenizer_for_benchmarks(samples: int) -> Any:
     texts = [t.to_text() for t in multiturn(samples) + mixture(samples)]
-    texts += [f"a {c} square at the {v} {h}" for c in PALETTE for v in ("top", "bottom") for h in ("left", "right")]
+    texts += [f"a {colour} square at the {place}" for colour in PALETTE for place in PLACES]
     return train_tokenizer(texts * 8, vocab_size=TOKENIZER_VOCAB)
 
 
@@ -281,7 +282,9 @@ def reference_table(module: ProcessDrivenModule, packer: TrajectoryPacker, args:
               f"{median_ratio(ours, theirs, 1):>10.2f}{1e3 * images / ours_ms:>10.1f}", flush=True)
 
 
-def packed_padded_table(module: ProcessDrivenModule, packer: TrajectoryPacker, args: argparse.Namespace) -> None:
+def packed_padded_table(
+    module: ProcessDrivenModule, packer: TrajectoryPacker, args: argparse.Namespace
+) -> None:
     samples = build_packs("multi-turn", packer, args.samples)
     useful = sum(s.num_tokens for s in samples)
     print(f"{args.samples} multi-turn trajectories ({useful} tokens)")
@@ -291,7 +294,8 @@ def packed_padded_table(module: ProcessDrivenModule, packer: TrajectoryPacker, a
         step()
         per_step = statistics.median(seconds(step)[0] for _ in range(args.steps))
         tokens = batch.sequence_length
-        print(f"{name:<8}{tokens:>8}{1 / per_step:>10.2f}{tokens / per_step:>10.0f}{useful / per_step:>17.0f}")
+        rates = f"{1 / per_step:>10.2f}{tokens / per_step:>10.0f}{useful / per_step:>17.0f}"
+        print(f"{name:<8}{tokens:>8}{rates}")
 
 
 def main() -> None:
@@ -312,8 +316,10 @@ def main() -> None:
 
     tokenizer = tokenizer_for_benchmarks(args.samples)
     torch.manual_seed(0)
-    module = ProcessDrivenModule(args.preset, vision_start_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"))
-    packer = TrajectoryPacker(tokenizer, packing_for_trunk(PackingConfig.from_name("tiny"), module.trunk.config))
+    vision_start = tokenizer.convert_tokens_to_ids("<|vision_start|>")
+    module = ProcessDrivenModule(args.preset, vision_start_id=vision_start)
+    packing = packing_for_trunk(PackingConfig.from_name("tiny"), module.trunk.config)
+    packer = TrajectoryPacker(tokenizer, packing)
     adam = "fused AdamW" if args.fused_adamw else "AdamW"
     print(f"preset {args.preset}, {args.threads} threads, {adam}, torch {torch.__version__}")
     if args.reference:
