@@ -1,11 +1,9 @@
 """tools/bench_train.py: the dense reference trains on the pack's own samples, row by row."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from toolkit import imported_tool
 
 from pdgen.data.packing import PackingConfig, TrajectoryPacker
 from pdgen.data.tokenizer import train_tokenizer
@@ -13,17 +11,10 @@ from pdgen.lit.module import packing_for_trunk
 from pdgen.models.bagel import BagelConfig
 from pdgen.world.shapes import PALETTE
 
-TOOL = Path(__file__).parents[2] / "tools" / "bench_train.py"
-
 
 @pytest.fixture(scope="module")
 def bench_train():
-    spec = importlib.util.spec_from_file_location("bench_train", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from imported_tool("bench_train")
 
 
 @pytest.fixture(scope="module")
