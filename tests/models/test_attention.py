@@ -90,6 +90,32 @@ def test_sdpa_matches_explicit_softmax(random_pack, seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_sdpa_gradients_match_explicit_softmax(random_pack, seed):
+    meta = PackedAttentionMeta.from_splits(*random_pack(seed, max_tokens=120))
+    q, k, v = _qkv(meta.num_tokens, seed=seed)
+    grad_out = torch.randn_like(q)
+    ours = torch.autograd.grad(packed_attention(q, k, v, meta, impl="sdpa"), (q, k, v), grad_out)
+    explicit = _explicit_softmax_attention(q, k, v, meta.dense_mask())
+    expected = torch.autograd.grad(explicit, (q, k, v), grad_out)
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_sdpa_batches_samples_of_similar_length_and_pads_them():
+    # Three samples of 10-11 tokens share a batch (padding costs < 25 % more attention); 30 and 1 go alone.
+    lens = [11, 30, 10, 1, 10]
+    meta = PackedAttentionMeta.from_splits(lens, lens, ["causal"] * len(lens))
+    layout = meta.sdpa_layout(torch.float32)
+    assert layout.batches == [(1, 30), (3, 11), (1, 1)]
+    assert [m.shape for m in layout.masks] == [(1, 1, 30, 30), (3, 1, 11, 11), (1, 1, 1, 1)]
+    padded = layout.masks[1][1, 0]  # the 10-token sample in an 11-wide batch: its 11th slot is padding
+    assert padded[10, 10] == 0, "a padded query sees itself (one that sees nothing would be NaN)"
+    assert torch.isinf(padded[:10, 10]).all(), "no real query sees a padded key"
+    assert torch.equal(padded[:10, :10] == 0, meta.dense_mask()[41:51, 41:51])
+    assert layout.index[layout.unpad].tolist() == list(range(sum(lens)))
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_flex_matches_sdpa_forward(random_pack, seed):
     meta = PackedAttentionMeta.from_splits(*random_pack(seed, max_tokens=300))
     q, k, v = (t.detach() for t in _qkv(meta.num_tokens, seed=seed))  # no FlexAttention backward on CPU

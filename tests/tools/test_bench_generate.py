@@ -1,26 +1,17 @@
 """tools/bench_generate.py: the dictated runs it times follow their script; it reports both modes."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from toolkit import imported_tool
 
 from pdgen.trajectory import Inspect, Plan, Sketch
-
-TOOL = Path(__file__).parents[2] / "tools" / "bench_generate.py"
 
 
 @pytest.fixture(scope="module")
 def bench_generate():
-    spec = importlib.util.spec_from_file_location("bench_generate", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from imported_tool("bench_generate")
 
 
 @pytest.fixture(autouse=True)

@@ -1,25 +1,16 @@
 """tools/probe_learnability.py: the square world it trains on, and the reading ratio it reports."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from toolkit import imported_tool
 
 from pdgen.world.shapes import BACKGROUND, PALETTE
-
-TOOL = Path(__file__).parents[2] / "tools" / "probe_learnability.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("probe_learnability", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from imported_tool("probe_learnability")
 
 
 def test_a_square_is_drawn_in_its_cell_in_the_colour_the_plan_names(probe):

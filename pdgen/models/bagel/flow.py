@@ -54,24 +54,20 @@ def sample_timesteps(
         (N_vae,) float32 times, aligned with `batch.packed_vae_token_indexes`; assign it to
         `batch.packed_timesteps` before the forward pass.
     """
-    vae_idx = batch.packed_vae_token_indexes.cpu()  # (N_vae,)
-    times = torch.zeros(vae_idx.numel())
-    ends = torch.tensor(batch.split_lens).cumsum(0).tolist()
-    noise_splits = [
-        (end - length, end)
-        for end, length, mode in zip(ends, batch.split_lens, batch.split_modes, strict=True)
-        if SplitMode.parse(mode) == SplitMode.NOISE
-    ]
+    noised = [i for i, mode in enumerate(batch.split_modes) if SplitMode.parse(mode) == SplitMode.NOISE]
     if distribution == "logit_normal":
-        raw = torch.sigmoid(torch.randn(len(noise_splits), generator=generator))
+        raw = torch.sigmoid(torch.randn(len(noised), generator=generator))
     elif distribution == "uniform":
-        raw = torch.rand(len(noise_splits), generator=generator)
+        raw = torch.rand(len(noised), generator=generator)
     else:
         raise ValueError(f"timestep distribution {distribution!r}; expected 'logit_normal' or 'uniform'")
-    draws = shift_timesteps(raw, shift)
-    for (start, end), t in zip(noise_splits, draws, strict=True):
-        times[(vae_idx >= start) & (vae_idx < end)] = t
-    return times.to(batch.packed_vae_token_indexes.device)
+    per_split = torch.zeros(len(batch.split_lens))
+    per_split[noised] = shift_timesteps(raw, shift)
+    # Every token of a split takes its split's time; the VAE tokens' are read where they lie. The split
+    # layout is host-side lists, so nothing waits on the device.
+    vae_indexes = batch.packed_vae_token_indexes
+    per_token = per_split.repeat_interleave(torch.tensor(batch.split_lens)).to(vae_indexes.device)  # (T,)
+    return per_token[vae_indexes]
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

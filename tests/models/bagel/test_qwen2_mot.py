@@ -5,7 +5,14 @@ import torch
 from bagel_testkit import INSPECTED
 
 from pdgen.models.bagel.config import LLMConfig
-from pdgen.models.bagel.qwen2_mot import ExpertRoute, MoTDecoderLayer, RMSNorm, RotaryEmbedding, apply_rope
+from pdgen.models.bagel.qwen2_mot import (
+    ExpertRoute,
+    MoTDecoderLayer,
+    RMSNorm,
+    RotaryEmbedding,
+    Streams,
+    apply_rope,
+)
 
 
 def self_only(layer, q, k, v):
@@ -133,7 +140,8 @@ def test_a_text_only_block_takes_the_short_path_to_the_numbers_of_the_routed_one
     routed = x + attn.o_proj(out.reshape(7, -1))
     routed = routed + layer.mlp(layer.post_attention_layernorm(routed))
 
-    torch.testing.assert_close(layer(x, route, rope, causal), routed, rtol=0, atol=0)
+    out = layer(route.split(x), route, Streams(rope, None), causal)
+    torch.testing.assert_close(out.und, routed, rtol=0, atol=0)
 
 
 def test_the_short_path_calls_the_projection_modules_so_adapters_apply():
@@ -145,15 +153,27 @@ def test_the_short_path_calls_the_projection_modules_so_adapters_apply():
         getattr(layer.self_attn, name).register_forward_hook(lambda m, a, o, name=name: called.append(name))
     layer.mlp.register_forward_hook(lambda m, a, o: called.append("mlp"))
     rope = RotaryEmbedding(config.head_dim, config.rope_theta)(torch.arange(5), torch.float32)
-    layer(torch.randn(5, 64), ExpertRoute.from_gen_mask(torch.zeros(5, dtype=torch.bool)), rope, causal)
+    route = ExpertRoute.from_gen_mask(torch.zeros(5, dtype=torch.bool))
+    layer(route.split(torch.randn(5, 64)), route, Streams(rope, None), causal)
     assert called == ["q_proj", "k_proj", "v_proj", "o_proj", "mlp"]
 
 
-def test_route_apply_puts_rows_back_in_sequence_order():
+def test_route_split_and_merge_put_rows_back_in_sequence_order():
     route = ExpertRoute.from_gen_mask(torch.tensor([False, True, False, True]))
-    x = torch.arange(4.0)[:, None]
-    out = route.apply(x, lambda t: t + 100, lambda t: t - 100)
+    rows = route.split(torch.arange(4.0)[:, None])
+    assert rows.und.flatten().tolist() == [0, 2] and rows.gen.flatten().tolist() == [1, 3]
+    out = route.merge(Streams(rows.und + 100, rows.gen - 100))
     assert out.flatten().tolist() == [100, -99, 102, -97]
+
+
+@pytest.mark.parametrize("gen_mask", [[False, False, False], [True, True, True]])
+def test_a_one_expert_sequence_is_split_into_views(gen_mask):
+    route = ExpertRoute.from_gen_mask(torch.tensor(gen_mask))
+    x = torch.randn(3, 2)
+    rows = route.split(x)
+    whole, empty = (rows.gen, rows.und) if gen_mask[0] else (rows.und, rows.gen)
+    assert whole.data_ptr() == x.data_ptr() and empty.shape == (0, 2)
+    assert route.merge(rows) is whole
 
 
 def test_rmsnorm_scales_to_unit_root_mean_square():

@@ -3,10 +3,13 @@ import time
 
 import pytest
 import torch
-from bagel_testkit import TWO_TRAJECTORIES, losses
+import torch.nn.functional as F
+from bagel_testkit import INSPECTED, TWO_TRAJECTORIES, losses, picture
 
-from pdgen.models.bagel import BagelTrunk
+from pdgen.models.bagel import BagelTrunk, qwen2_mot, trunk
+from pdgen.models.bagel.qwen2_mot import ExpertRoute, Streams
 from pdgen.models.bagel.trunk import patchify_latent, unpatchify_latent
+from pdgen.trajectory import Plan, Sketch, Trajectory
 
 TRAINED = [
     "language_model.model.embed_tokens.weight",
@@ -105,3 +108,58 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_trunk, pack_of):
 def test_the_trunk_never_imports_flash_attn(tiny_config):
     BagelTrunk(tiny_config)
     assert "flash_attn" not in sys.modules
+
+
+class EveryExpertOnEveryRow(ExpertRoute):
+    """The readable routing: both experts run on all T rows, and a merge keeps each row's own expert's."""
+
+    def split(self, x):
+        return Streams(x, x)
+
+    def merge(self, x):
+        is_gen = torch.zeros(self.num_tokens, dtype=torch.bool)
+        is_gen[self.gen] = True
+        return torch.where(is_gen.view(-1, *[1] * (x.und.dim() - 1)), x.gen, x.und)
+
+
+def whole_pack_attention(q, k, v, meta, impl, scale=None):
+    """The readable attention: one SDPA over the whole pack with its (T, T) mask, no batching by sample."""
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=meta.dense_mask(), enable_gqa=True
+    )
+    return out.transpose(0, 1)
+
+
+def losses_and_gradients(trunk, pack):
+    trunk.zero_grad()
+    ce, mse = losses(trunk, pack, torch.Generator().manual_seed(0))
+    (ce + mse).backward()
+    grads = {name: p.grad.clone() for name, p in trunk.named_parameters() if p.grad is not None}
+    return torch.stack([ce, mse]).detach(), grads
+
+
+ONE_IMAGE = [  # the base stage's short samples: a caption and one image, nearly equal lengths
+    Trajectory(f"a picture number {i}", [Plan("Add it.", "It."), Sketch(picture(32, 32, 10 + i))])
+    for i in range(5)
+]
+
+
+@pytest.mark.parametrize(
+    "trajectories", [[*TWO_TRAJECTORIES, INSPECTED], ONE_IMAGE], ids=["turns", "one-image"]
+)
+def test_losses_and_gradients_equal_the_readable_reference_path(
+    tiny_trunk, pack_of, monkeypatch, trajectories
+):
+    """The fast step (each expert on its own rows, samples batched for attention) computes the numbers of
+    the plainest one (every expert on every row, attention over the whole pack) to fp32 rounding."""
+    pack = pack_of(trajectories)
+    fast_losses, fast_grads = losses_and_gradients(tiny_trunk, pack)
+    monkeypatch.setattr(qwen2_mot, "ExpertRoute", EveryExpertOnEveryRow)
+    monkeypatch.setattr(trunk, "packed_attention", whole_pack_attention)
+    reference_losses, reference_grads = losses_and_gradients(tiny_trunk, pack)
+
+    torch.testing.assert_close(fast_losses, reference_losses, rtol=1e-5, atol=0)
+    assert fast_grads.keys() == reference_grads.keys()
+    scale = max(g.abs().max() for g in reference_grads.values())
+    for name, grad in fast_grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
