@@ -378,10 +378,10 @@ def finish_sample(
     state, images, world = WorldState(), [], editor.config
     try:
         for i, goal in enumerate(goals):
-            state, before = editor.apply(state, goal), state
+            state, previous = editor.apply(state, goal), state
             images.append(render(state, world))
             if world.name_places:  # the texts say where the placed objects went, as a rollout's do
-                goals[i] = with_places(goal, before, state, world.grid)
+                goals[i] = with_places(goal, previous, state, world.grid)
     except LayoutError as error:
         raise SampleError("layout", str(error)) from error
     k = len(before)

@@ -345,16 +345,19 @@ def test_the_loop_runs_in_inference_mode_whatever_the_caller_has_on(trunk, token
     assert not torch.is_inference_mode_enabled()
 
 
-def test_costs_count_steps_and_every_forward_pass(trunk, tokenizer, packing):
+@pytest.mark.parametrize(("drops", "cfg_passes"), [("prompt", 2 + 5), ("text", 1 + 3)])
+def test_costs_count_steps_and_every_forward_pass(trunk, tokenizer, packing, drops, cfg_passes):
     # 5 timesteps, no shift: Euler at t = 1, .75, .5, .25; guidance only on (0.8, 1], i.e. at t = 1.
-    config = GenerationConfig.from_name("tiny", num_timesteps=5, timestep_shift=1.0, cfg_interval=(0.8, 1.0))
+    config = GenerationConfig.from_name(
+        "tiny", num_timesteps=5, timestep_shift=1.0, cfg_interval=(0.8, 1.0), cfg_text_drops=drops
+    )
     result = generate(trunk, tokenizer, PROMPT, config, 0, packing, controller=refine_script())
     costs = result.costs
     assert (costs.images, costs.sampling_steps, costs.text_tokens) == (2, 10, 0)  # all text was forced
     # Conditional context: prompt, plan, 4 queries, VAE copy, ViT copy, critique, plan, 4 queries, VAE copy.
-    # Text-unconditional (no prompt), fed lazily before its queries: plan + 1 query at the first image;
-    # VAE, ViT, critique, plan + 1 query at the second.
-    assert costs.cfg_passes == 2 + 5
+    # Text-unconditional, fed lazily before its queries. Without the prompt: plan + 1 query at the first
+    # image; VAE, ViT, critique, plan + 1 query at the second. Without any text: 1 query; VAE, ViT, 1 query.
+    assert costs.cfg_passes == cfg_passes
     assert costs.forward_passes == 15 + costs.cfg_passes
     assert costs.wall_time_s > 0
 

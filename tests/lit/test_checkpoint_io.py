@@ -133,5 +133,5 @@ def test_fit_with_a_truncated_ckpt_path_says_which_file_and_why(world_packs, tmp
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1000)}, path)
     path.write_bytes(path.read_bytes()[:1500])
-    with pytest.raises(SystemExit, match=f"^pdgen: checkpoint {path} is truncated or damaged"):
+    with pytest.raises(SystemExit, match=f"^pdgen fit: checkpoint {path} is truncated or damaged"):
         main([*fit_args(tmp_path, "--trainer.max_steps", "1"), "--ckpt_path", str(path)])

@@ -24,7 +24,7 @@ def test_a_diverging_fit_exits_non_zero_and_keeps_the_last_finite_checkpoint(eve
         lr = ["--model.init_args.optimizer.init_args.lr", "1e6"]
         main(fit_args(tmp_path, "-c", str(every_step_config), *lr, "--trainer.max_steps", "40"))
     message = str(stopped.value.code)
-    assert message.startswith("pdgen: training diverged at step ") and "last finite loss" in message
+    assert message.startswith("pdgen fit: training diverged at step ") and "last finite loss" in message
     diverged_at = int(message.split("step ")[1].split(":")[0])
     last = load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")
     assert last["global_step"] == diverged_at  # saved after the last finite step, not after the bad one

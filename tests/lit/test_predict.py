@@ -70,6 +70,8 @@ def predict(ckpt, tokenizer, prompts, out, *extra):
             str(prompts),
             "--data.tokenizer",
             str(tokenizer),
+            "--data.samples_per_prompt",
+            "1",
             "--data.generation_overrides",
             '{"num_timesteps": 3, "max_text_tokens": 4, "max_images": 2}',
             "--trainer.default_root_dir",
