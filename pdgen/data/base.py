@@ -13,10 +13,11 @@ image -> caption (the understanding path, which the inspector reads images with)
 Captions come in the two voices the process uses, so that what the base model learns to draw from is what the
 process later writes before each image:
 
-- with probability ``describe``: the world's *scene description* of one step of a rollout (a plan's
-  ``<des>``: "The scene shows a red circle above a blue square on a grey background.", or the empty
-  background), and that step's render. Steps are drawn uniformly, so scenes of one object are common: what
-  single-object prompts ask;
+- with probability ``describe``: the world's *scene description* of one step of a rollout after the
+  background (a plan's ``<des>``: "The scene shows a red circle above a blue square on a grey background.
+  Places: ..."), and that step's render; with probability ``background`` the empty background instead (a grey
+  canvas is learned in a few steps: drawn uniformly, it would be a fifth of the descriptions). Steps are drawn
+  uniformly, so scenes of one object are common: what single-object prompts ask;
 - otherwise: the GenEval-style *prompt* ("a photo of a red circle above a blue square") and its final scene.
 
 Prompts come from ShapesEval's train split, a tag drawn uniformly per sample (as the multi-turn subset
@@ -38,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from pdgen.console import counter
 from pdgen.data.build import (
     AUGMENT_FLAG,
     TOKENIZER_DIR,
@@ -72,6 +73,7 @@ class BaseSpec:
         seed: the data seed; sample ``i`` depends on ``(seed, i)`` only.
         world: the world preset (``WorldConfig.from_name``).
         describe: share of captions that are a step's scene description rather than the prompt.
+        background: share of those descriptions that are of the empty background.
         tokenizer_trajectories: multi-turn trajectories (augmented) whose text the tokenizer also learns.
         samples_per_shard: pairs per webdataset shard.
     """
@@ -81,6 +83,7 @@ class BaseSpec:
     seed: int = 0
     world: str = "default"
     describe: float = 0.5
+    background: float = 0.05
     tokenizer_trajectories: int = 2_000
     samples_per_shard: int = 2_000
 
@@ -89,8 +92,9 @@ class BaseSpec:
             raise ValueError(f"BaseSpec.num_samples must be >= 1, got {self.num_samples}")
         if self.val_size < 0:
             raise ValueError(f"BaseSpec.val_size must be >= 0, got {self.val_size}")
-        if not 0.0 <= self.describe <= 1.0:
-            raise ValueError(f"BaseSpec.describe is a probability in [0, 1], got {self.describe}")
+        for name in ("describe", "background"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"BaseSpec.{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.tokenizer_trajectories < 0:
             raise ValueError(
                 f"BaseSpec.tokenizer_trajectories must be >= 0, got {self.tokenizer_trajectories}"
@@ -115,7 +119,7 @@ def base_sample(spec: BaseSpec, index: int) -> Trajectory:
     prompt = group[rng.integers(len(group))]
     steps = rollout(prompt, int(rng.integers(1 << 62)), world_config(spec.world))
     if rng.random() < spec.describe:
-        step = steps[rng.integers(len(steps))]
+        step = steps[0] if rng.random() < spec.background else steps[rng.integers(1, len(steps))]
         return Trajectory(step.goal.des, [Sketch(step.image)])
     return Trajectory(prompt, [Sketch(steps[-1].image)])
 
@@ -140,7 +144,7 @@ def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = Fa
     Args:
         root: the output directory (created).
         spec: what to build.
-        progress: show a progress bar (tqdm, on stderr).
+        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,7 @@ def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = Fa
     texts: list[str] = []
     splits: dict[str, Any] = {}
     stats = SubsetStats()
-    bar = tqdm(total=spec.num_samples + spec.val_size, unit="pair", desc="base pairs", disable=not progress)
+    bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "caption pairs", progress)
     for split in ("train", "val"):
         with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
             for number, sample in enumerate(base_samples(spec, split)):
@@ -191,6 +195,7 @@ class BaseDataModule(ShardDataModule):
         num_samples: training caption pairs to build.
         world: the shapes world preset.
         describe: share of captions that are a step's scene description rather than the prompt.
+        background: share of those descriptions that are of the empty background.
         image_to_text: share of samples laid out image -> caption.
         seed: seeds the build, the shard order, the shuffle and the layout coins.
         packing: the ``PackingConfig`` preset named like the trunk (``tiny`` or ``bagel-7b-mot``).
@@ -212,6 +217,7 @@ class BaseDataModule(ShardDataModule):
         num_samples: int = 20_000,
         world: str = "default",
         describe: float = 0.5,
+        background: float = 0.05,
         image_to_text: float = 0.2,
         seed: int = 0,
         packing: str = "tiny",
@@ -229,7 +235,14 @@ class BaseDataModule(ShardDataModule):
             root, seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer, "caption"
         )
         self.build_spec = BaseSpec(
-            num_samples, val_size, seed, world, describe, tokenizer_trajectories, samples_per_shard
+            num_samples,
+            val_size,
+            seed,
+            world,
+            describe,
+            background,
+            tokenizer_trajectories,
+            samples_per_shard,
         )
 
     def spec(self) -> dict[str, Any]:

@@ -204,7 +204,7 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, where: str = "tex
 
 def content_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Ids of the tokens that *start* a content word of the shapes world: a class (singular or plural), a
-    colour, a count or a relation word, with and without a leading space.
+    colour, a count, a relation or a place word, with and without a leading space.
 
     A plan is mostly template ("Add ", "The scene shows ", " on a grey background."), which a model learns
     first and which dominates its average CE; whether it copies the prompt's objects into the plan shows in
@@ -213,7 +213,7 @@ def content_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     from pdgen.scene.vocabulary import COLORS, SHAPE_CLASSES
 
     words = [*SHAPE_CLASSES, *(f"{name}s" for name in SHAPE_CLASSES), *COLORS]
-    words += ["two", "three", "four", "left", "right", "above", "below"]
+    words += ["two", "three", "four", "left", "right", "above", "below", "top", "bottom"]
     ids = {
         tokenizer.encode(prefix + word, add_special_tokens=False)[0] for word in words for prefix in ("", " ")
     }

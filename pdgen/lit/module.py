@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from pdgen.data.packing import PackedBatch, PackingConfig
@@ -265,7 +266,8 @@ class ProcessDrivenModule(LightningModule):
         with torch.no_grad():
             for name, key in plain.items():
                 mine[name].copy_(theirs[key])
-        log.info("trunk weights from %s (%s)", path, "EMA average" if ema.get("shadow") else "raw weights")
+        # Lightning's own channel for what a run starts from, shown like its "GPU available" lines.
+        rank_zero_info(f"trunk weights from {path} ({'EMA average' if ema.get('shadow') else 'raw weights'})")
 
     def setup(self, stage: str) -> None:
         """Loads `init_from`; sets the datamodule's packing geometry from the trunk; reads `<|vision_start|>`
