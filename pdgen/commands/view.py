@@ -12,7 +12,7 @@ import html as html_text
 import io
 import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from pdgen.eval.predictions import (
     read_predictions,
     report_path,
 )
+from pdgen.images import open_image
 from pdgen.io import write_atomic
 from pdgen.trajectory import JSON_NAME, Inspect, Plan, Refine, Sketch, Trajectory
 
@@ -67,10 +68,12 @@ def html(
         header, sections = _prediction_sections(path, limit, size, results)
     else:
         header, sections = "", []
-        for title, trajectory in _trajectories(path):
+        for title, load in _trajectories(path):
             if len(sections) == limit:
                 break
-            sections.append(_section(title, _trajectory_cards(trajectory, size)))
+            sections.append(
+                _section(title, _cards_or_problem(title, lambda load=load: _trajectory_cards(load(), size)))
+            )
     if not sections:
         raise ValueError(
             f"no trajectories in {path} (looked for prediction folders, trajectory.json and .tar shards)"
@@ -94,9 +97,11 @@ def _prediction_sections(path: Path, limit: int, size: int, results: Path | None
         tag = f" · {metadata['tag']}" if "tag" in metadata else ""
         title = f"{prediction.index:05d} · sample {prediction.sample}{tag}"
         if prediction.trajectory is not None:
-            cards = _trajectory_cards(Trajectory.load(prediction.trajectory), size)
+            where = prediction.trajectory
+            cards = _cards_or_problem(where, lambda at=where: _trajectory_cards(Trajectory.load(at), size))
         else:
-            cards = _untraced_cards(prediction, size)
+            folder, sample = prediction.folder.path, prediction
+            cards = _cards_or_problem(folder, lambda sample=sample: _untraced_cards(sample, size))
         extra = []
         if (row := scores.get((prediction.index, prediction.sample))) is not None:
             extra.append(_score_card(row))
@@ -142,12 +147,20 @@ def _untraced_cards(prediction: Prediction, size: int) -> list[str]:
     # sample's samples/NNNN.png is a blank stand-in, shown so the page says what the scorer saw.
     final = generation.get("final_image")
     for number, path in enumerate(prediction.drawn):
-        with Image.open(path) as image:
-            cards.append(_picture(image.convert("RGB"), f"image {number}", size, answer=path.name == final))
+        image = open_image(path).convert("RGB")
+        cards.append(_picture(image, f"image {number}", size, answer=path.name == final))
     if prediction.image is not None and final not in {path.name for path in prediction.drawn}:
-        with Image.open(prediction.image) as image:
-            cards.append(_picture(image.convert("RGB"), "final image", size, answer=True))
+        cards.append(_picture(open_image(prediction.image).convert("RGB"), "final image", size, answer=True))
     return cards
+
+
+def _cards_or_problem(where: str | Path, make_cards: Callable[[], list[str]]) -> list[str]:
+    """The cards of one sample, or, when its files cannot be read (a damaged image or trajectory), one card
+    that names the file and what is wrong: one bad sample never costs the page."""
+    try:
+        return make_cards()
+    except (ValueError, OSError) as error:  # TrajectoryError and UnreadableImage are ValueErrors
+        return [_text_card("inspect", "Not shown: this sample cannot be read", f"{where}: {error}")]
 
 
 def _read_scores(path: Path) -> dict[tuple[int, int], dict[str, Any]]:
@@ -174,13 +187,14 @@ def _read_scores(path: Path) -> dict[tuple[int, int], dict[str, Any]]:
     return scores
 
 
-def _trajectories(path: Path) -> Iterator[tuple[str, Trajectory]]:
-    """Every trajectory under `path` with a title, in file-name order."""
+def _trajectories(path: Path) -> Iterator[tuple[str, Callable[[], Trajectory]]]:
+    """Every trajectory under `path` with a title, in file-name order; each is read when its loader is
+    called, so that one that cannot be read is shown as such (`_cards_or_problem`)."""
     if path.suffix == ".tar":
         for key, files in _tar_samples(path):
-            yield f"{path} / {key}", Trajectory.from_files(files)
+            yield f"{path} / {key}", lambda files=files: Trajectory.from_files(files)
     elif (path / JSON_NAME).is_file():
-        yield str(path), Trajectory.load(path)
+        yield str(path), lambda: Trajectory.load(path)
     elif path.is_dir():
         found = sorted({file.parent for file in path.rglob(JSON_NAME)} | set(path.rglob("*.tar")))
         for item in found:

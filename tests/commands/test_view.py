@@ -127,3 +127,19 @@ def test_an_empty_prediction_folder_is_an_error(predictions, tmp_path) -> None:
     shutil.copy(predictions / "00000" / "metadata.jsonl", empty / "00000")
     with pytest.raises(SystemExit, match="no trajectories in"):
         main(["view", "html", str(empty), "--out", str(tmp_path / "page.html")])
+
+
+def test_one_damaged_sample_is_named_on_the_page_and_the_rest_are_shown(
+    predictions, tmp_path, capsys
+) -> None:
+    from pdgen.testing.damage import decompression_bomb_png
+
+    damaged = Path(shutil.copytree(predictions, tmp_path / "damaged"))
+    first = read_predictions(damaged)[0]
+    (first.trajectory / "00.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")  # a truncated image
+    (read_predictions(damaged)[1].trajectory / "00.png").write_bytes(decompression_bomb_png())
+    shown = sections(page_of(damaged, tmp_path))
+    assert len(shown) == 6
+    for bad in shown[:2]:
+        assert "Not shown: this sample cannot be read" in bad and "00.png" in bad
+    assert all("data:image/png;base64," in good for good in shown[2:])
