@@ -69,7 +69,7 @@ def plan(
 
 
 def build(
-    subset: Literal["base", "multiturn", "conflict", "alignment"],
+    subset: Literal["base", "multiturn", "conflict", "alignment", "edit"],
     /,
     out: Path | None = None,
     n: int | None = None,
@@ -97,15 +97,20 @@ def build(
     `pdgen data build base --out data/base --n 20000`: the base stage's caption pairs (a caption and the
     scene it describes, `BaseDataModule`), with the tokenizer every later stage reads text with.
 
+    `pdgen data build edit --out data/edit --n 5000`: edit samples (`EditDataModule`): an input image, an
+    edit request (recolour, replace, add, remove, move, or two of them) and the world's plans that carry it
+    out, one rendered step each.
+
     Each writes `train-*.tar` / `val-*.tar` shards, `tokenizer/` and `manifest.json`, and prints the paper's
     Table 1 statistics (`pdgen data stats DIR` prints them again).
 
     Args:
-        subset: which subset to build: base, multiturn, conflict or alignment.
+        subset: which subset to build: base, multiturn, conflict, alignment or edit.
         out: the directory to write (default data/<subset>, for conflicts data/conflict/symbolic or
             data/conflict/self-sampled, where `ConflictDataModule(root="data/conflict")` reads them); it must
             not hold a shard set already.
-        n: training samples (default 20000 base, 10000 multi-turn, 5000 conflict, 15000 alignment).
+        n: training samples (default 20000 base, 10000 multi-turn, 5000 conflict, 15000 alignment, 5000
+            edit).
         augment: let the planner rewrite steps into edits (recolor, replace, remove, move), probability 0.5
             (multiturn and alignment).
         seed: the data seed; the same options give the same shards.
@@ -133,6 +138,11 @@ def build(
 
         base = BaseSpec(n or 20_000, val_size, seed, world, samples_per_shard=samples_per_shard)
         manifest = build_base(out, base, progress=True)
+    elif subset == "edit":
+        from pdgen.data.edit import EditSpec, build_edit
+
+        edit = EditSpec(n or 5000, val_size, seed, world, samples_per_shard)
+        manifest = build_edit(out, edit, progress=True)
     elif subset == "multiturn":
         from pdgen.data.build import MultiTurnSpec, build_multiturn
 
