@@ -40,7 +40,7 @@ import hashlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,10 @@ import numpy as np
 from PIL import Image
 
 from pdgen.console import counter
-from pdgen.data.build import TOKENIZER_DIR, train_world_tokenizer, world_config
+from pdgen.data.build import TOKENIZER_DIR, split_indexes, train_world_tokenizer, world_config, write_splits
 from pdgen.data.conflict import describe_scene
 from pdgen.data.datamodules import ShardDataModule
-from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
+from pdgen.data.shards import write_manifest
 from pdgen.editors.world import WorldEditor
 from pdgen.eval.geneval import relative_position
 from pdgen.scene.graph import NATURAL_PREDICATE, Relation, SceneGraph, SceneObject
@@ -76,8 +76,6 @@ TEST_SHARE = 10
 """One request in this many belongs to the test split (``request_split``)."""
 MAX_SOURCE_OBJECTS = 3
 """Objects in an input scene, at most: a 2x2 grid keeps a free cell for an add or a move."""
-_VAL_OFFSET = 1 << 40
-"""Validation samples are numbered from here, so they never share a seed with a training one."""
 
 Key = tuple[str, str]
 """An object's (class, colour): unique within every scene here, so "the red circle" names one object."""
@@ -481,13 +479,9 @@ def edit_samples(
     spec: EditSpec, split: str = "train", redraws: Counter[str] | None = None
 ) -> Iterator[WorldEdit]:
     """Every edit of one split of the build, in index order."""
-    if split == "train":
-        indexes: Iterable[int] = range(spec.num_samples)
-    elif split == "val":
-        indexes = range(_VAL_OFFSET, _VAL_OFFSET + spec.val_size)
-    else:
-        raise ValueError(f"unknown split {split!r}; splits are 'train' and 'val'")
-    return (edit_sample(spec, index, redraws) for index in indexes)
+    return (
+        edit_sample(spec, index, redraws) for index in split_indexes(split, spec.num_samples, spec.val_size)
+    )
 
 
 def build_edit(root: str | os.PathLike[str], spec: EditSpec, progress: bool = False) -> dict[str, Any]:
@@ -499,24 +493,16 @@ def build_edit(root: str | os.PathLike[str], spec: EditSpec, progress: bool = Fa
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     log.info("building %d + %d edit samples in %s (%s)", spec.num_samples, spec.val_size, root, spec)
-    texts: list[str] = []
-    splits: dict[str, Any] = {}
-    stats = SubsetStats()
     kinds: Counter[str] = Counter()
     redraws: Counter[str] = Counter()
+
+    def trajectories(split: str) -> Iterator[Trajectory]:
+        for edit in edit_samples(spec, split, redraws):
+            kinds[edit.kind] += split == "train"
+            yield edit.trajectory()
+
     bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "samples", progress)
-    for split in ("train", "val"):
-        with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
-            for number, edit in enumerate(edit_samples(spec, split, redraws)):
-                trajectory = edit.trajectory()
-                writer.write(f"{split}{number:09d}", trajectory)
-                if split == "train":
-                    stats.add(trajectory)
-                    kinds[edit.kind] += 1
-                    texts.append(trajectory.to_text())
-                bar.update()
-        splits[split] = writer.entry
-    bar.close()
+    splits, stats, texts = write_splits(root, spec.samples_per_shard, trajectories, bar)
     train_world_tokenizer(texts, root / TOKENIZER_DIR)
     manifest = {
         "subset": SUBSET,
