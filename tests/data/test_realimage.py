@@ -100,6 +100,7 @@ def test_two_processes_make_the_shards_of_one_and_a_rerun_resumes(editor, tmp_pa
         build_real(tmp_path / "two", RealImageSpec(PROMPTS, num_samples=1), backends)
 
 
+@pytest.mark.slow
 def test_the_command_builds_with_the_chosen_back_ends(editor, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")

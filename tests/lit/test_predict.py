@@ -148,6 +148,7 @@ def test_a_failed_predict_leaves_the_prediction_folder_byte_identical(checkpoint
     assert contents() == before
 
 
+@pytest.mark.slow
 def test_predict_edits_the_input_images_of_a_cases_file_and_eval_edits_scores_them(
     checkpoint, tmp_path, capsys
 ):
