@@ -68,7 +68,7 @@ def test_a_missing_config_file_is_a_short_error_naming_it_and_the_configs_there(
             main(argv)
         assert str(exited.value.code) == (
             f"pdgen {argv[0]}: config file configs/nope.yaml not found.\n"
-            "In configs/: base.yaml, full.yaml, lora.yaml, predict.yaml, qlora.yaml."
+            "In configs/: base.yaml, edit.yaml, full.yaml, lora.yaml, predict.yaml, qlora.yaml."
         )
     with pytest.raises(SystemExit, match=r"there is no folder nowhere/ here\.\nThe configs that ship are in"):
         main(["fit", "--config", "nowhere/full.yaml"])

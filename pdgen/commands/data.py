@@ -69,7 +69,7 @@ def plan(
 
 
 def build(
-    subset: Literal["base", "multiturn", "conflict", "alignment"],
+    subset: Literal["base", "multiturn", "conflict", "alignment", "edit"],
     /,
     out: Path | None = None,
     n: int | None = None,
@@ -80,6 +80,23 @@ def build(
     samples_per_shard: int = 500,
     from_ckpt: Path | None = None,
     tokenizer: Path | None = None,
+    parser: Literal["template", "openai"] = "template",
+    editor: Literal["world", "flux-kontext"] = "world",
+    judge: Literal["world", "openai", "none"] = "world",
+    prompts: Path | None = None,
+    flux_path: Path | None = None,
+    device: str | None = None,
+    dtype: str = "bfloat16",
+    offload: Literal["none", "model", "sequential"] = "none",
+    steps: int = 28,
+    size: int = 1024,
+    batch_size: int = 4,
+    base_url: str = "https://api.openai.com/v1",
+    model: str = "gpt-4o-2024-08-06",
+    api_key_env: str = "OPENAI_API_KEY",
+    cache_dir: Path | None = None,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
 ) -> str:
     """Build a training subset as webdataset shards, with a manifest and its statistics table.
 
@@ -97,15 +114,27 @@ def build(
     `pdgen data build base --out data/base --n 20000`: the base stage's caption pairs (a caption and the
     scene it describes, `BaseDataModule`), with the tokenizer every later stage reads text with.
 
+    `pdgen data build edit --out data/edit --n 5000`: edit samples (`EditDataModule`): an input image, an
+    edit request (recolour, replace, add, remove, move, or two of them) and the world's plans that carry it
+    out, one rendered step each.
+
     Each writes `train-*.tar` / `val-*.tar` shards, `tokenizer/` and `manifest.json`, and prints the paper's
     Table 1 statistics (`pdgen data stats DIR` prints them again).
 
+    `pdgen data build multiturn --editor flux-kontext --flux_path FLUX.1-Kontext-dev --parser openai
+    --judge openai --prompts prompts.txt --out data/real`: the paper's real-image multi-turn subset: each
+    prompt parsed by the chat model, planned, drawn step by step by Flux-Kontext and every step judged;
+    samples that fail are skipped and counted in the manifest (docs/data.md, "Real images"). Split across
+    processes with `--num_shards N --shard_index I` (under torchrun: its WORLD_SIZE and RANK, one GPU each);
+    a rerun resumes.
+
     Args:
-        subset: which subset to build: base, multiturn, conflict or alignment.
+        subset: which subset to build: base, multiturn, conflict, alignment or edit.
         out: the directory to write (default data/<subset>, for conflicts data/conflict/symbolic or
             data/conflict/self-sampled, where `ConflictDataModule(root="data/conflict")` reads them); it must
             not hold a shard set already.
-        n: training samples (default 20000 base, 10000 multi-turn, 5000 conflict, 15000 alignment).
+        n: training samples (default 20000 base, 10000 multi-turn, 5000 conflict, 15000 alignment, 5000
+            edit).
         augment: let the planner rewrite steps into edits (recolor, replace, remove, move), probability 0.5
             (multiturn and alignment).
         seed: the data seed; the same options give the same shards.
@@ -116,10 +145,44 @@ def build(
         tokenizer: conflict only: the tokenizer to copy into the build; with --from_ckpt the one the
             checkpoint was trained with (default then data/multiturn/tokenizer). The recipe's DataModule
             passes one (configs/full.yaml) and reuses a build only if it was made with the same.
+        parser: real images: how prompts become scene graphs: template (GenEval's grammar) or openai.
+        editor: world (the exact shapes world) or flux-kontext (the real-image build).
+        judge: real images: who checks each plan and step image: openai, world, or none (keep all).
+        prompts: real images: a prompt file (.txt, or .jsonl with a "prompt" per line); `--n` samples are
+            drawn from it in order, wrapping around.
+        flux_path: the local FLUX.1-Kontext pipeline directory.
+        device: the editor's device (default cuda:LOCAL_RANK under torchrun, else cuda).
+        dtype: the editor's weights: bfloat16, float16 or float32.
+        offload: none, model (components to the GPU in turn) or sequential (layer by layer).
+        steps: Flux flow steps per edit.
+        size: side of the images drawn, in pixels.
+        batch_size: samples whose steps the editor draws together.
+        base_url: the OpenAI-compatible endpoint of the parser and the judge.
+        model: their chat model.
+        api_key_env: the environment variable holding the API key.
+        cache_dir: the chat replies' disk cache (a rerun asks nothing twice); default OUT/.chat-cache.
+        num_shards: processes the build is split across (default WORLD_SIZE under torchrun, else 1).
+        shard_index: this process's part (default RANK under torchrun, else 0).
     """
     from pdgen.data.build import AUGMENT_FLAG
     from pdgen.data.shards import MANIFEST, stats_table
 
+    if editor == "flux-kontext":
+        if subset != "multiturn":
+            raise ValueError(f"--editor flux-kontext builds the multiturn subset, not {subset}")
+        real = dict(
+            parser=parser, judge=judge, prompts=prompts, flux_path=flux_path, device=device, dtype=dtype,
+            offload=offload, steps=steps, size=size, batch_size=batch_size, base_url=base_url, model=model,
+            api_key_env=api_key_env, cache_dir=cache_dir,
+        )  # fmt: skip
+        out = out or Path("data/real")
+        shards = (num_shards, shard_index)
+        return _build_real(out, n or 1000, val_size, seed, augment, samples_per_shard, real, *shards)
+    if (parser, judge, num_shards, shard_index) != ("template", "world", None, None):
+        raise ValueError(
+            "--parser, --judge, --num_shards and --shard_index are options of the real-image build "
+            "(--editor flux-kontext); the world's builds parse, judge and run exactly in one process"
+        )
     if subset != "conflict" and (from_ckpt is not None or tokenizer is not None):
         raise ValueError(f"--from_ckpt and --tokenizer are options of the conflict subset, not of {subset}")
     augmentation = AUGMENT_FLAG if augment else 0.0
@@ -133,6 +196,11 @@ def build(
 
         base = BaseSpec(n or 20_000, val_size, seed, world, samples_per_shard=samples_per_shard)
         manifest = build_base(out, base, progress=True)
+    elif subset == "edit":
+        from pdgen.data.edit import EditSpec, build_edit
+
+        edit = EditSpec(n or 5000, val_size, seed, world, samples_per_shard)
+        manifest = build_edit(out, edit, progress=True)
     elif subset == "multiturn":
         from pdgen.data.build import MultiTurnSpec, build_multiturn
 
@@ -169,6 +237,77 @@ def build(
         manifest = build_alignment(out, alignment, progress=True)
     shards = sum(len(entry["shards"]) for entry in manifest["splits"].values())
     return f"{subset} subset: {shards} shards in {out}\n\n{stats_table(manifest['stats'])}"
+
+
+def _build_real(
+    out: Path,
+    n: int,
+    val_size: int,
+    seed: int,
+    augment: bool,
+    samples_per_shard: int,
+    options: dict,
+    num_shards: int | None,
+    shard_index: int | None,
+) -> str:
+    """`build multiturn --editor flux-kontext`: this process's shards of the real-image subset."""
+    import os
+
+    from pdgen.data.build import AUGMENT_FLAG
+    from pdgen.data.prompts import read_prompts
+    from pdgen.data.realimage import RealImageSpec, build_real
+    from pdgen.data.shards import stats_table
+
+    if options["prompts"] is None:
+        raise ValueError("--prompts FILE is required with --editor flux-kontext")
+    if options["flux_path"] is None:
+        raise ValueError(
+            "--flux_path DIR (the local FLUX.1-Kontext pipeline) is required with --editor flux-kontext"
+        )
+    num_shards = num_shards if num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
+    shard_index = shard_index if shard_index is not None else int(os.environ.get("RANK", 0))
+    device = options["device"] or f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    records = read_prompts(options["prompts"])
+    backends = _real_backends(options, out, device)
+    described = {
+        "parser": options["parser"] if options["parser"] != "openai" else f"openai:{options['model']}",
+        "editor": f"flux-kontext:{Path(options['flux_path']).name}:{options['steps']}x{options['size']}px",
+        "judge": options["judge"] if options["judge"] != "openai" else f"openai:{options['model']}",
+    }
+    spec = RealImageSpec(
+        tuple(r.prompt for r in records), n, val_size, seed, AUGMENT_FLAG if augment else 0.0,
+        samples_per_shard, options["batch_size"], described,
+    )  # fmt: skip
+    manifest = build_real(out, spec, backends, num_shards, shard_index, progress=True)
+    if manifest is None:
+        return f"part {shard_index + 1} of {num_shards} done in {out}; the last part to end writes a manifest"
+    failures = ", ".join(f"{n} {cause}" for cause, n in manifest["failures"].items() if n) or "none"
+    table = stats_table(manifest["stats"])
+    done = f"{manifest['subset']} subset in {out}: {manifest['attempted']} attempted, skipped: {failures}"
+    return f"{done}\n\n{table}"
+
+
+def _real_backends(options: dict, out: Path, device: str):
+    """The parser, editor and judge the options name."""
+    from pdgen.data.realimage import Backends
+    from pdgen.editors.flux_kontext import FluxKontextEditor
+    from pdgen.judges.openai import ChatClient, OpenAIJudge
+    from pdgen.judges.world import WorldJudge
+    from pdgen.scene.llm_parser import OpenAIParser
+    from pdgen.scene.parser import TemplateParser
+
+    def client(name: str) -> ChatClient:
+        cache = options["cache_dir"] or out / ".chat-cache"
+        key = options["api_key_env"]
+        return ChatClient(options["base_url"], options["model"], key, cache_dir=cache / name)
+
+    parser = OpenAIParser(client("parser")) if options["parser"] == "openai" else TemplateParser()
+    judges = {"openai": lambda: OpenAIJudge(client("judge")), "world": WorldJudge, "none": lambda: None}
+    editor = FluxKontextEditor(
+        options["flux_path"], device, options["dtype"], options["offload"], options["steps"],
+        size=options["size"], auto_resize=options["size"] == 1024,
+    )  # fmt: skip
+    return Backends(parser, editor, judges[options["judge"]]())
 
 
 def stats(root: Path, /, recount: bool = False) -> str:

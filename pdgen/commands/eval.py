@@ -187,6 +187,93 @@ def wise(
     return _wise_table(report)
 
 
+def edits(
+    images: Path | None = None,
+    truth: bool = False,
+    world: str = "default",
+    per_type: int = 20,
+    seed: int = 0,
+    out: Path | None = None,
+) -> str:
+    """ShapesEdit: score edited world images per edit type: did the change happen, and nothing else change?
+
+    `IMAGES` is a prediction folder whose prompts are ShapesEdit cases (`pdgen eval edit-cases` writes them
+    as a cases.jsonl that `pdgen predict` reads with its input images). Prints, per edit type and overall
+    (the mean of the types), the share of images that are correct (the request carried out and nothing else
+    changed), of requests carried out and of scenes preserved, each with its number of images and 95 %
+    interval, and the mean cost of a sample.
+
+    Args:
+        images: the prediction folder.
+        truth: first fill `images` with the world's exact edits of the cases (they score 1.0: a check of the
+            referee, and a folder for `pdgen view html`).
+        world: the world preset (default, large, all).
+        per_type: cases per edit type written by `--truth`.
+        seed: the case seed of `--truth`.
+        out: write the report (summary, costs, per-image rows) to this JSON file; by default
+            `IMAGES/eval_edits.json`, where `pdgen view html IMAGES` shows each image's verdict.
+    """
+    from pdgen.eval.edits import edit_cases, score_edits, write_ground_truth
+    from pdgen.eval.predictions import report_path
+    from pdgen.world.config import WorldConfig
+
+    if images is None:
+        raise ValueError("--images DIR is required")
+    config = WorldConfig.from_name(world)
+    if truth:
+        write_ground_truth(images, edit_cases(per_type, config, seed))
+    report = score_edits(images, config)
+    summary = report.summary()
+    costs = _costs(images)
+    out = out if out is not None else report_path(images, "edits")
+    _write_json(out, {**report.to_dict(), "images": str(images), "world": world, "costs": costs})
+    lines = [("type", "correct", "images", "95% interval", "requested", "preserved")]
+    for kind, rate in summary["correct"].items():
+        low, high = rate["interval_95"]
+        requested, preserved = summary["requested"][kind]["rate"], summary["preserved"][kind]["rate"]
+        lines.append((kind, f"{rate['rate']:.3f}", str(rate["n"]), f"{low:.2f}-{high:.2f}",
+                      f"{requested:.3f}", f"{preserved:.3f}"))  # fmt: skip
+    return "\n".join(
+        [
+            f"shapes_edit ({images})",
+            _table(lines),
+            "(correct: the request carried out and nothing else changed; overall: mean of the types)",
+            *_cost_lines(costs),
+            f"report: {out}",
+        ]
+    )
+
+
+def edit_cases(
+    out: Path = Path("shapesedit"), world: str = "default", per_type: int = 20, seed: int = 0
+) -> str:
+    """Write ShapesEdit's cases for `pdgen predict`: a cases.jsonl with one input image per request.
+
+    `pdgen eval edit-cases --out shapesedit`, then `pdgen predict -c configs/edit.yaml -c configs/predict.yaml
+    --ckpt_path CKPT --data.path shapesedit/cases.jsonl --trainer.default_root_dir runs/edit-predictions`
+    and `pdgen eval edits --images runs/edit-predictions`. Requests come from the test split of edit requests,
+    which the edit subset never trains on; `per_type` of each type: recolor, replace, add, remove, move and
+    two-step combos.
+
+    Args:
+        out: the folder to write (`cases.jsonl`, `inputs/NNNNN.png`).
+        world: the world preset (default, large, all).
+        per_type: cases per edit type.
+        seed: the case seed; the same options give the same cases.
+    """
+    from collections import Counter
+
+    from pdgen.eval.edits import edit_cases as draw_cases
+    from pdgen.eval.edits import write_cases
+    from pdgen.world.config import WorldConfig
+
+    misread: Counter[str] = Counter()
+    cases = draw_cases(per_type, WorldConfig.from_name(world), seed, misread)
+    path = write_cases(out, cases)
+    dropped = f"; {sum(misread.values())} drawn again because the referee misreads the world's own render"
+    return f"{path}: {len(cases)} cases, {per_type} per edit type{dropped if misread else ''}"
+
+
 def wise_prompts(prompts: list[Path] | Path | None = None, out: Path = Path("wise_prompts.jsonl")) -> str:
     """Write WISE prompt files as a .jsonl that `pdgen predict` reads (without the judge's explanations).
 

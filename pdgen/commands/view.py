@@ -59,7 +59,7 @@ def html(
         results: per-image scores to show with a prediction folder: GenEval's `results.jsonl` or the
             JSON report of `pdgen eval` (rows are matched by their image's file name); when this is
             not given, the first of `PATH/results.jsonl`, `PATH/eval_shapes.json` (what `pdgen eval shapes
-            --images PATH` writes) and `PATH/eval_geneval.json` that exists is read.
+            --images PATH` writes), `PATH/eval_edits.json` and `PATH/eval_geneval.json` that exists is read.
 
     Returns:
         The path of the page written.
@@ -88,7 +88,8 @@ def html(
 def _prediction_sections(path: Path, limit: int, size: int, results: Path | None) -> tuple[str, list[str]]:
     """The page header (cost summary, score summary) and one section per sample of a prediction folder."""
     if results is None:
-        found = [path / "results.jsonl", report_path(path, "shapes"), report_path(path, "geneval")]
+        reports = [report_path(path, name) for name in ("shapes", "edits", "geneval")]
+        found = [path / "results.jsonl", *reports]
         results = next((file for file in found if file.is_file()), None)
     scores = _read_scores(results) if results is not None else {}
     sections = []
@@ -143,10 +144,16 @@ def _untraced_cards(prediction: Prediction, size: int) -> list[str]:
         notes.append(str(generation["text"]))
     if notes:
         cards.append(_text_card("inspect", "Generation (no trajectory)", *notes))
-    # The final image is one of the drawn ones when the record names it; otherwise (nothing drawn) the
-    # sample's samples/NNNN.png is a blank stand-in, shown so the page says what the scorer saw.
-    final = generation.get("final_image")
-    for number, path in enumerate(prediction.drawn):
+    # An edit's input image comes first, as in a trajectory. The final image is one of the drawn ones when
+    # the record names it; otherwise (nothing drawn) the sample's samples/NNNN.png is a blank stand-in,
+    # shown so the page says what the scorer saw.
+    final, source = generation.get("final_image"), generation.get("input_image")
+    drawn = [path for path in prediction.drawn if path.name != source]
+    if source is not None and len(drawn) < len(prediction.drawn):
+        cards.insert(
+            1, _picture(open_image(prediction.drawn[0].with_name(source)).convert("RGB"), "input", size)
+        )
+    for number, path in enumerate(drawn):
         image = open_image(path).convert("RGB")
         cards.append(_picture(image, f"image {number}", size, answer=path.name == final))
     if prediction.image is not None and final not in {path.name for path in prediction.drawn}:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from pdgen.console import Counter as ProgressCounter
 from pdgen.console import counter
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.data.tokenizer import save_tokenizer, train_tokenizer
@@ -127,16 +128,21 @@ def multiturn_trajectory(
     return Trajectory(prompt, parts)
 
 
+def split_indexes(split: str, num_train: int, num_val: int) -> range:
+    """The sample numbers of one split of a world build: ``train`` from 0, ``val`` from 2**40, so that a
+    validation sample never shares a seed with a training one."""
+    if split == "train":
+        return range(num_train)
+    if split == "val":
+        return range(_VAL_OFFSET, _VAL_OFFSET + num_val)
+    raise ValueError(f"unknown split {split!r}; splits are 'train' and 'val'")
+
+
 def multiturn_trajectories(
     spec: MultiTurnSpec, split: str = "train", dead_ends: Counter[str] | None = None
 ) -> Iterator[Trajectory]:
     """Every trajectory of one split of the build, in index order (dead ends added to ``dead_ends``)."""
-    if split == "train":
-        indexes: Iterable[int] = range(spec.num_trajectories)
-    elif split == "val":
-        indexes = range(_VAL_OFFSET, _VAL_OFFSET + spec.val_size)
-    else:
-        raise ValueError(f"unknown split {split!r}; splits are 'train' and 'val'")
+    indexes = split_indexes(split, spec.num_trajectories, spec.val_size)
     return (multiturn_trajectory(spec, index, dead_ends) for index in indexes)
 
 
@@ -147,6 +153,32 @@ def train_world_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike[str])
     sentences are a few tokens each; any other text still encodes, byte by byte.
     """
     return save_tokenizer(train_tokenizer(texts, vocab_size=TOKENIZER_VOCAB), out_dir)
+
+
+def write_splits(
+    root: Path,
+    samples_per_shard: int,
+    trajectories: Callable[[str], Iterable[Trajectory]],
+    bar: ProgressCounter,
+) -> tuple[dict[str, Any], SubsetStats, list[str]]:
+    """Write the ``train`` then the ``val`` shards of a world build, samples keyed ``{split}{number:09d}``.
+
+    Returns:
+        the manifest's ``splits``, the training samples' statistics, and their texts (for the tokenizer).
+    """
+    splits: dict[str, Any] = {}
+    stats, texts = SubsetStats(), []
+    for split in ("train", "val"):
+        with ShardSetWriter(root, split, samples_per_shard) as writer:
+            for number, trajectory in enumerate(trajectories(split)):
+                writer.write(f"{split}{number:09d}", trajectory)
+                if split == "train":
+                    stats.add(trajectory)
+                    texts.append(trajectory.to_text())
+                bar.update()
+        splits[split] = writer.entry
+    bar.close()
+    return splits, stats, texts
 
 
 def build_multiturn(
@@ -167,22 +199,12 @@ def build_multiturn(
     root.mkdir(parents=True, exist_ok=True)
     log.info("building %d + %d multi-turn trajectories in %s (%s)", spec.num_trajectories, spec.val_size,
              root, spec)  # fmt: skip
-    texts: list[str] = []
-    splits: dict[str, Any] = {}
-    stats = SubsetStats()
     dead_ends: Counter[str] = Counter()
     total = spec.num_trajectories + spec.val_size
     bar = counter(total, f"building {SUBSET} in {root}", "trajectories", progress)
-    for split in ("train", "val"):
-        with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
-            for number, trajectory in enumerate(multiturn_trajectories(spec, split, dead_ends)):
-                writer.write(f"{split}{number:09d}", trajectory)
-                if split == "train":
-                    stats.add(trajectory)
-                    texts.append(trajectory.to_text())
-                bar.update()
-        splits[split] = writer.entry
-    bar.close()
+    splits, stats, texts = write_splits(
+        root, spec.samples_per_shard, lambda split: multiturn_trajectories(spec, split, dead_ends), bar
+    )
     train_world_tokenizer(texts, root / TOKENIZER_DIR)
     manifest = {
         "subset": SUBSET,

@@ -4,7 +4,9 @@ What is in this file, top to bottom:
 - ``PromptRecord`` and ``read_prompts``: a prompt source as numbered records. A source is
   - a ``.txt`` file, one prompt per line (blank lines are skipped, line numbers still count);
   - a ``.jsonl`` file of objects with a ``"prompt"`` string and any other keys (GenEval's
-    ``evaluation_metadata.jsonl``, a ShapesEval metadata file, or your own), kept as the metadata;
+    ``evaluation_metadata.jsonl``, a ShapesEval metadata file, or your own), kept as the metadata; an
+    ``"image"`` key makes the prompt an edit request of that image (a path, relative to the file's folder;
+    ShapesEdit's ``cases.jsonl``), which must exist and decode;
   - ``shapes:SPLIT`` or ``shapes:SPLIT:PER_TAG``: the built-in ShapesEval split (``pdgen.world.prompts``),
     e.g. ``shapes:test:4`` = four test prompts of each of GenEval's six tags, no file needed.
   A bad line raises ValueError naming the file and the line.
@@ -51,11 +53,13 @@ Baseline = Literal["planner", "inspector"]
 
 @dataclass(frozen=True)
 class PromptRecord:
-    """One prompt of a source: its position, its text and its metadata (GenEval schema when it has one)."""
+    """One prompt of a source: its position, its text, its metadata (GenEval schema when it has one) and the
+    image it asks to edit (None: draw from nothing)."""
 
     index: int
     prompt: str
     metadata: dict[str, Any]
+    image: Path | None = None
 
 
 @dataclass
@@ -68,6 +72,7 @@ class PredictRequest:
     prompt: str
     metadata: dict[str, Any]
     seed: int
+    image: Path | None = None
 
 
 def sample_seed(seed: int, index: int, sample: int) -> int:
@@ -99,11 +104,15 @@ def read_prompts(source: str | os.PathLike[str]) -> list[PromptRecord]:
         if not line.strip():
             continue
         where = f"{path}, line {number}"
+        image = None
         if path.suffix == ".txt":
             metadata: dict[str, Any] = {"prompt": line.strip()}
         else:
             metadata = _json_object(line, where)
-        records.append(PromptRecord(len(records), _checked_prompt(metadata.get("prompt"), where), metadata))
+            if "image" in metadata:
+                image = _checked_image(metadata["image"], path.parent, where)
+        prompt = _checked_prompt(metadata.get("prompt"), where)
+        records.append(PromptRecord(len(records), prompt, metadata, image))
     if not records:
         raise ValueError(f"prompt file {path} holds no prompt")
     return records
@@ -127,6 +136,22 @@ def _checked_prompt(prompt: Any, where: str) -> str:
             f"{where}: the prompt contains the tag-like string {tag.group()!r}; prompts are plain text"
         )
     return prompt.strip()
+
+
+def _checked_image(value: Any, folder: Path, where: str) -> Path:
+    """The input image's path (relative to the prompt file's folder), checked to exist and decode."""
+    from pdgen.images import UnreadableImage, open_image
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: expected 'image' to be a path to the image to edit, got {value!r}")
+    image = folder / value
+    if not image.is_file():
+        raise ValueError(f"{where}: the input image {image} does not exist")
+    try:
+        open_image(image)
+    except UnreadableImage as error:
+        raise ValueError(f"{where}: the input image cannot be read ({error.why})") from None
+    return image
 
 
 def _shapes_prompts(source: str) -> list[PromptRecord]:
@@ -281,11 +306,15 @@ class PromptsDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read the prompts, make the requests and load the tokenizer."""
+        from pdgen.cli import UserError
         from pdgen.data.tokenizer import load_tokenizer
 
-        self.records = read_prompts(self.path)[: self.limit]
+        try:
+            self.records = read_prompts(self.path)[: self.limit]
+        except ValueError as error:  # a bad prompt file: a short message, not a traceback
+            raise UserError(str(error)) from error
         self.requests = [
-            PredictRequest(r.index, k, r.prompt, r.metadata, sample_seed(self.seed, r.index, k))
+            PredictRequest(r.index, k, r.prompt, r.metadata, sample_seed(self.seed, r.index, k), r.image)
             for r in self.records
             for k in range(self.samples_of(r))
         ]

@@ -77,14 +77,19 @@ class ShardSetWriter:
         root: the shard set's directory (must exist).
         split: the split's name, the shards' prefix.
         samples_per_shard: samples per shard before the next one starts.
+        first_shard: the number of the first shard written (a build split across processes writes each
+            shard by its number in the whole set).
     """
 
-    def __init__(self, root: str | os.PathLike[str], split: str, samples_per_shard: int) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], split: str, samples_per_shard: int, first_shard: int = 0
+    ) -> None:
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         self.root = Path(root)
         self.split = split
         self.samples_per_shard = samples_per_shard
+        self.first_shard = first_shard
         self.shards: list[dict[str, Any]] = []
         self._open: ExitStack | None = None  # the shard being written: its atomic file, closed by `_finish`
         self._tar: tarfile.TarFile | None = None
@@ -116,7 +121,7 @@ class ShardSetWriter:
         files = trajectory.to_files()
         if self._tar is None:
             self._open = ExitStack()
-            path = self.root / shard_name(self.split, len(self.shards))
+            path = self.root / shard_name(self.split, self.first_shard + len(self.shards))
             file = self._open.enter_context(atomic_write(path))
             # Open across many `write` calls, closed in `_finish` or `__exit__`.
             self._tar = tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
@@ -132,7 +137,8 @@ class ShardSetWriter:
         assert self._open is not None and self._tar is not None
         self._tar.close()
         self._open.close()  # renames the shard into place
-        self.shards.append({"name": shard_name(self.split, len(self.shards)), "samples": self._in_shard})
+        name = shard_name(self.split, self.first_shard + len(self.shards))
+        self.shards.append({"name": name, "samples": self._in_shard})
         self._open = self._tar = None
         self._in_shard = 0
 

@@ -5,7 +5,8 @@ one sample of one prompt. The step reads everything but the weights from the dat
 ``--ckpt_path`` the checkpoint's hyperparameters win over command-line model arguments (see that module):
 the tokenizer and packing config the model was trained with, the `GenerationConfig`, and a fresh
 controller (the model alone, a training-free baseline, or the interactive terminal). It then runs
-`pdgen.inference.generate` on the trunk with the request's seed. A `pdgen.lit.writer.PredictionWriter`
+`pdgen.inference.generate` on the trunk with the request's seed, and the request's input image when it
+is an edit. A `pdgen.lit.writer.PredictionWriter`
 writes the results to disk.
 
 EMA weights. A fit with the `pdgen.lit.EMA` callback saves the average in the checkpoint's callback state
@@ -25,6 +26,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from pdgen.data.prompts import PredictRequest, PromptsDataModule
+from pdgen.images import open_image
 from pdgen.inference.loop import Generation, generate
 from pdgen.lit.callbacks import EMA
 from pdgen.lit.checkpoint_io import load_checkpoint_file
@@ -68,6 +70,7 @@ def predict(module: LightningModule, request: PredictRequest, batch_idx: int) ->
     if batch_idx == 0 and trainer.ckpt_path is not None:
         load_ema_weights(module, trainer.ckpt_path)
     config = data.generation_config
+    source = None if request.image is None else open_image(request.image).convert("RGB")
     generation = generate(
         module.trunk,
         data.tokenizer,
@@ -76,6 +79,7 @@ def predict(module: LightningModule, request: PredictRequest, batch_idx: int) ->
         request.seed,
         data.packing_config,
         controller=data.controller(request),
+        input_image=source,
     )
     return Prediction(request, generation, config.mode, data.controller_name)
 

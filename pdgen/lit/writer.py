@@ -3,7 +3,7 @@
     OUT/00000/metadata.jsonl                    the prompt's metadata (GenEval schema, or {"prompt": ...})
     OUT/00000/samples/0000.png                  the final image of sample 0: what GenEval's scorer reads
     OUT/00000/trajectory/0000/trajectory.json   the trajectory (`pdgen.trajectory`), when the output is one
-    OUT/00000/trajectory/0000/00.png, 01.png …  every image drawn, in order
+    OUT/00000/trajectory/0000/00.png, 01.png …  every image drawn, in order; an edit's input image first
     OUT/00000/trajectory/0000/generation.json   prompt, tagged text, stop reason, error, seed, mode, driver
     OUT/00000/trajectory/0000/costs.json        `Costs.to_dict()` plus "seed" and "mode"
     OUT/summary.json                            `pdgen.inference.summarise` over every sample in OUT
@@ -12,6 +12,10 @@ Every file is written atomically, and a sample's ``samples/NNNN.png`` is written
 exactly when that file exists. A run into an existing OUT therefore skips the samples already done (it
 checks that each prompt folder's metadata is the prompt set's, so a different prompt file is refused), and
 an interrupted run resumes where it stopped; ``summary.json`` always covers every sample on disk.
+
+An edit (a prompt with an input image) keeps its input beside what was drawn, numbered first as the
+trajectory numbers it (``00.png``, the drawn images from ``01.png``), and ``generation.json`` names it
+(``"input_image"``), so that the sample can be looked at, and scored, without the prompt file.
 
 A sample whose generation drew no image (the text budget ran out first, or a random model) still gets a
 ``samples/NNNN.png``: a blank white image, so the scorer counts it as the failure it is instead of the
@@ -34,6 +38,7 @@ from PIL import Image
 
 from pdgen.data.prompts import PromptsDataModule
 from pdgen.eval.samples import write_prompt_folder
+from pdgen.images import open_image
 from pdgen.inference.costs import Costs, summarise
 from pdgen.io import write_atomic
 from pdgen.lit.predict import Prediction
@@ -108,11 +113,16 @@ class PredictionWriter(BasePredictionWriter):
         if not (folder / "metadata.jsonl").is_file():
             write_prompt_folder(out, request.index, request.metadata, [])
         steps = folder / "trajectory" / f"{request.sample:04d}"
+        source = generation.trajectory.input_image if generation.trajectory is not None else None
+        if request.image is not None and source is None:
+            source = open_image(request.image).convert("RGB")
+        first = 0 if source is None else 1  # the trajectory's numbering: the input image is 00.png
         if generation.trajectory is not None:
             generation.trajectory.save(steps)
         else:
-            for i, image in enumerate(generation.images):
+            for i, image in enumerate(([source] if source is not None else []) + generation.images):
                 write_atomic(steps / f"{i:02d}.png", _png(image))
+        drawn = [f"{i:02d}.png" for i in range(first, first + len(generation.images))]
         document = {
             "prompt": generation.prompt,
             "text": generation.text,
@@ -121,8 +131,9 @@ class PredictionWriter(BasePredictionWriter):
             "seed": request.seed,
             "mode": prediction.mode,
             "controller": prediction.controller,
-            "images": [f"{i:02d}.png" for i in range(len(generation.images))],
-            "final_image": f"{len(generation.images) - 1:02d}.png" if generation.images else None,
+            "input_image": None if source is None else "00.png",
+            "images": drawn,
+            "final_image": drawn[-1] if drawn else None,
         }
         write_atomic(steps / GENERATION, _json(document))
         costs = {**generation.costs.to_dict(), "seed": request.seed, "mode": prediction.mode}

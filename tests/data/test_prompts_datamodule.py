@@ -3,7 +3,9 @@
 import json
 
 import pytest
+from PIL import Image
 
+from pdgen.cli import UserError
 from pdgen.data.prompts import PredictRequest, PromptsDataModule, read_prompts, sample_seed
 from pdgen.data.tokenizer import save_tokenizer
 from pdgen.inference import ModelDecides
@@ -48,6 +50,33 @@ def test_bad_lines_name_the_file_and_the_line(tmp_path, name, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         read_prompts(path)
+
+
+def test_an_image_key_makes_the_prompt_an_edit_of_that_image(tmp_path):
+    Image.new("RGB", (32, 32), "grey").save(tmp_path / "input.png")
+    path = tmp_path / "cases.jsonl"
+    edit = '{"prompt": "Remove the red circle.", "image": "input.png"}'
+    path.write_text(edit + '\n{"prompt": "a red circle"}\n')
+    edit, plain = read_prompts(path)
+    assert edit.image == tmp_path / "input.png" and plain.image is None
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"prompt": "Remove it.", "image": "missing.png"}', r"line 2: the input image .*missing\.png does"),
+        ('{"prompt": "Remove it.", "image": "broken.png"}', r"c\.jsonl, line 2: the input image cannot be"),
+        ('{"prompt": "Remove it.", "image": 7}', r"c\.jsonl, line 2: expected 'image' to be a path"),
+    ],
+)
+def test_a_missing_or_unreadable_input_image_names_the_line(tmp_path, line, message):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"prompt": "fine"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_prompts(path)
+    with pytest.raises(UserError, match=message):  # `pdgen predict` prints it without a traceback
+        PromptsDataModule(str(path), tokenizer=str(tmp_path)).setup("predict")
 
 
 def test_the_builtin_shapes_eval_split_needs_no_file():

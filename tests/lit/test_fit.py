@@ -56,6 +56,7 @@ def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
         "data": {"init_args": {"root": str(base / "data"), "num_samples": 16, "val_size": 2,
                                "tokenizer_trajectories": 8, "samples_per_shard": 8, "num_workers": 0}},
         "trainer": {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "logger": False,
+                    "default_root_dir": str(base),  # where LightningCLI writes the child run's config.yaml
                     "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                    "init_args": {"dirpath": str(base), "save_last": True}}]},
     }, sort_keys=False))  # fmt: skip

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from PIL import Image
 from world_packs import FROM_SCRATCH
 
 from pdgen.cli import main
@@ -145,3 +146,27 @@ def test_a_failed_predict_leaves_the_prediction_folder_byte_identical(checkpoint
     with pytest.raises(RuntimeError, match="state_dict"):
         predict(tmp_path / "mismatched.ckpt", tokenizer, prompts, out, "--trainer.max_steps", "7")
     assert contents() == before
+
+
+@pytest.mark.slow
+def test_predict_edits_the_input_images_of_a_cases_file_and_eval_edits_scores_them(
+    checkpoint, tmp_path, capsys
+):
+    ckpt, tokenizer = checkpoint
+    main(["eval", "edit-cases", "--out", str(tmp_path / "cases"), "--per_type", "1"])
+    out = tmp_path / "out"
+    predict(ckpt, tokenizer, tmp_path / "cases" / "cases.jsonl", out, "--data.limit", "2")
+    for index in range(2):
+        sample = out / f"{index:05d}" / "trajectory" / "0000"
+        assert json.loads((sample / "generation.json").read_text())["input_image"] == "00.png"
+        source = tmp_path / "cases" / "inputs" / f"{index:05d}.png"
+        assert Image.open(sample / "00.png").tobytes() == Image.open(source).convert("RGB").tobytes()
+    capsys.readouterr()
+    main(["eval", "edits", "--images", str(out)])
+    assert "recolor" in capsys.readouterr().out  # a random model's edits, scored (wrong, most likely)
+    # A case whose input image went missing: a short error naming the line, before any model is built.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "Remove the red circle.", "image": "gone.png"}\n')
+    message = r"^pdgen predict: .*broken\.jsonl, line 1: the input image .*gone\.png does not exist"
+    with pytest.raises(SystemExit, match=message):
+        predict(ckpt, tokenizer, broken, tmp_path / "other")

@@ -112,3 +112,38 @@ def test_samples_already_on_disk_are_left_out_of_the_run(predictions, world_pack
     data.setup("predict")
     PredictionWriter(tmp_path / "out").setup(SimpleNamespace(datamodule=data), None, "predict")
     assert [(r.index, r.sample) for r in data.requests] == [(0, 1)]
+
+
+def test_an_edit_keeps_its_input_image_first_beside_what_was_drawn(world_packs, tmp_path, capsys):
+    from pdgen.commands.view import html
+
+    torch.manual_seed(0)
+    trunk = BagelTrunk(BagelConfig.from_name("embedded")).eval()
+    packing, tokenizer = embedded_packing(16), world_packs.tokenizer
+    config = GenerationConfig.from_name("tiny", num_timesteps=3, image_size=(16, 16), max_text_tokens=4)
+    source = Image.new("RGB", (16, 16), (200, 30, 30))
+    source.save(tmp_path / "input.png")
+    prompt = "Remove the red square."
+    scripted = Script(decisions=[VISION_START, IM_END], texts=[PLAN])
+    runs = [  # a valid trajectory, and a random model's text cut short (no trajectory)
+        generate(trunk, tokenizer, prompt, config, 1, packing, controller=scripted, input_image=source),
+        generate(trunk, tokenizer, prompt, config, 2, packing, input_image=source),
+    ]
+    row = {"prompt": prompt, "image": "input.png"}
+    out = tmp_path / "out"
+    for k, generation in enumerate(runs):
+        request = PredictRequest(0, k, prompt, row, generation.seed, tmp_path / "input.png")
+        PredictionWriter.write(out, Prediction(request, generation, "process", "model"))
+    traced, untraced = (out / "00000" / "trajectory" / f"000{k}" for k in range(2))
+    assert Trajectory.load(traced).input_image.tobytes() == source.tobytes()
+    for sample in (traced, untraced):
+        record = json.loads((sample / "generation.json").read_text())
+        assert record["input_image"] == "00.png"
+        assert Image.open(sample / "00.png").tobytes() == source.tobytes()
+    assert json.loads((traced / "generation.json").read_text())["final_image"] == "01.png"
+
+    page = (tmp_path / "page.html")
+    html(out, out=page)
+    for section in page.read_text().split("<section>")[1:]:  # the input first, after the prompt
+        figures = section.split("<figcaption>")
+        assert figures[1].startswith("input</figcaption>")
