@@ -464,6 +464,10 @@ def _process_lines(process: dict[str, Any] | None) -> list[str]:
     """The process table of a ShapesEval report: planned right, complete plans, inspections that agree."""
     if process is None:
         return []
+    if process["trajectories"] == process["unreadable"]:
+        return [
+            f"process: none of the {process['trajectories']} samples has a trajectory to score (single pass)"
+        ]
 
     def rate(figure: dict[str, Any]) -> tuple[str, str, str]:
         if not figure["n"]:
