@@ -49,10 +49,13 @@ def with_places(goal: StepGoal, before: WorldState, after: WorldState, grid: int
     if goal.op in ("add", "move") and goal.target is not None:
         # The instance the step placed: its target's, in a cell no instance of that kind had before (a move
         # that exchanges places also moves its reference, which is not what the instruction names).
+        # An exchange of places between two instances of one kind leaves no new cell: nothing to name.
         key = goal.target.key
         had = {p.cell for p in before.instances if p.key == key}
-        placed = next(p for p in after.instances if p.key == key and p.cell not in had)
-        ins = f"{ins.removesuffix('.')}{', at' if goal.relations else ' at'} {cell_name(placed.cell, grid)}."
+        placed = next((p for p in after.instances if p.key == key and p.cell not in had), None)
+        if placed is not None:
+            where = cell_name(placed.cell, grid)
+            ins = f"{ins.removesuffix('.')}{', at' if goal.relations else ' at'} {where}."
     places = ", ".join(f"{p.color} {p.name} at {cell_name(p.cell, grid)}" for p in after.instances)
     return replace(goal, ins=ins, des=f"{goal.des}{PLACES}{places}.")
 
