@@ -486,7 +486,7 @@ def _process_lines(process: dict[str, Any] | None) -> list[str]:
         _table(lines),
         f"(of {process['trajectories']} trajectories, {process['unreadable']} unreadable; per readable one: "
         f"{process['images_per_trajectory']:.2f} images, {process['inspections_per_trajectory']:.2f} "
-        f"inspections; planned right: every object added and stopped after the last; {readable} read)",
+        f"inspections; planned right: every object added, nothing changed after the last; {readable} read)",
     ]
 
 

@@ -5,8 +5,9 @@ saves beside the images (`pdgen.eval.predictions`), with the shapes world as the
 
 - **complete plans**: the scene the last plan describes (its ``<des>``, read back by the world's parser) has
   every object, colour, count and relation the prompt asks for, and nothing it rules out;
-- **planned right**: complete, and that last plan is the first whose scene is complete: the model added the
-  prompt's objects and stopped after the last, neither early nor after more plans;
+- **planned right**: complete, and no plan after the first complete one changes the scene: the model added the
+  prompt's objects and stopped after the last (a Refine that redraws the finished scene, after an inspection
+  of its image, does not count against it; a plan that adds or removes something does);
 - **inspections**: every Inspect the model chose to make, against the world's verdict on the same step: the
   step is wrong when its plan conflicts with the prompt (`WorldStepJudge`) or its image does not show its
   plan (`WorldJudge.check_image`). An inspection *agrees* when it writes a ``<refine>`` exactly when the step
@@ -109,7 +110,8 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
         images += sum(isinstance(step, Sketch | Refine) for step in trajectory.steps)
         complete = [_is_complete(prompt, scene, judge) for scene in scenes]
         report.complete.add(complete[-1])
-        report.planned_right.add(complete[-1] and complete.index(True) == len(complete) - 1)
+        done = complete.index(True) if complete[-1] else None
+        report.planned_right.add(done is not None and all(s.same_as(scenes[done]) for s in scenes[done:]))
         for image, plan, inspect in _inspected_steps(trajectory):
             inspections += 1
             goal = StepGoal("add", plan.ins, plan.des, _read(plan.des))
