@@ -51,7 +51,13 @@ import numpy as np
 from PIL import Image
 
 from pdgen.console import counter
-from pdgen.data.build import TOKENIZER_DIR, train_prompts_by_tag, train_world_tokenizer, world_config
+from pdgen.data.build import (
+    TOKENIZER_DIR,
+    check_spec,
+    train_prompts_by_tag,
+    train_world_tokenizer,
+    world_config,
+)
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.judges.base import Judge
 from pdgen.judges.openai import ChatError
@@ -390,18 +396,8 @@ class AlignmentSpec:
     samples_per_shard: int = 500
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ValueError(f"AlignmentSpec.num_samples must be >= 1, got {self.num_samples}")
-        if self.val_size < 0:
-            raise ValueError(f"AlignmentSpec.val_size must be >= 0, got {self.val_size}")
-        if not 0.0 <= self.augment <= 1.0:
-            raise ValueError(f"AlignmentSpec.augment is a probability in [0, 1], got {self.augment}")
-        if self.negatives_per_positive < 0:
-            raise ValueError(
-                f"AlignmentSpec.negatives_per_positive must be >= 0, got {self.negatives_per_positive}"
-            )
-        if self.samples_per_shard < 1:
-            raise ValueError(f"AlignmentSpec.samples_per_shard must be >= 1, got {self.samples_per_shard}")
+        counts = {"num_samples": 1, "val_size": 0, "negatives_per_positive": 0, "samples_per_shard": 1}
+        check_spec(self, counts, ("augment",))
         object.__setattr__(self, "kinds", tuple(self.kinds))  # a list from a config file
         Perturbations(world_config(self.world), self.kinds)  # unknown kinds or world presets fail here
 

@@ -45,6 +45,7 @@ from pdgen.data.build import (
     AUGMENT_FLAG,
     TOKENIZER_DIR,
     MultiTurnSpec,
+    check_spec,
     multiturn_trajectories,
     train_prompts_by_tag,
     train_world_tokenizer,
@@ -88,20 +89,8 @@ class BaseSpec:
     samples_per_shard: int = 2_000
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ValueError(f"BaseSpec.num_samples must be >= 1, got {self.num_samples}")
-        if self.val_size < 0:
-            raise ValueError(f"BaseSpec.val_size must be >= 0, got {self.val_size}")
-        for name in ("describe", "background"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"BaseSpec.{name} is a probability in [0, 1], got {getattr(self, name)}")
-        if self.tokenizer_trajectories < 0:
-            raise ValueError(
-                f"BaseSpec.tokenizer_trajectories must be >= 0, got {self.tokenizer_trajectories}"
-            )
-        if self.samples_per_shard < 1:
-            raise ValueError(f"BaseSpec.samples_per_shard must be >= 1, got {self.samples_per_shard}")
-        world_config(self.world)  # an unknown preset fails here, naming the presets
+        counts = {"num_samples": 1, "val_size": 0, "tokenizer_trajectories": 0, "samples_per_shard": 1}
+        check_spec(self, counts, ("describe", "background"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -82,18 +82,23 @@ class MultiTurnSpec:
     samples_per_shard: int = 500
 
     def __post_init__(self) -> None:
-        if self.num_trajectories < 1:
-            raise ValueError(f"MultiTurnSpec.num_trajectories must be >= 1, got {self.num_trajectories}")
-        if self.val_size < 0:
-            raise ValueError(f"MultiTurnSpec.val_size must be >= 0, got {self.val_size}")
-        if not 0.0 <= self.augment <= 1.0:
-            raise ValueError(f"MultiTurnSpec.augment is a probability in [0, 1], got {self.augment}")
-        if self.samples_per_shard < 1:
-            raise ValueError(f"MultiTurnSpec.samples_per_shard must be >= 1, got {self.samples_per_shard}")
-        world_config(self.world)  # an unknown preset fails here, naming the presets
+        check_spec(self, {"num_trajectories": 1, "val_size": 0, "samples_per_shard": 1}, ("augment",))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_spec(spec: Any, at_least: dict[str, int], probabilities: tuple[str, ...] = ()) -> None:
+    """The checks every build spec makes, each error naming the spec's class and field: counts below their
+    least value, probabilities outside [0, 1], and a world preset that does not exist (`spec.world`)."""
+    kind = type(spec).__name__
+    for name, least in at_least.items():
+        if getattr(spec, name) < least:
+            raise ValueError(f"{kind}.{name} must be >= {least}, got {getattr(spec, name)}")
+    for name in probabilities:
+        if not 0.0 <= getattr(spec, name) <= 1.0:
+            raise ValueError(f"{kind}.{name} is a probability in [0, 1], got {getattr(spec, name)}")
+    world_config(spec.world)  # an unknown preset fails here, naming the presets
 
 
 @cache

@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from pdgen.console import counter
-from pdgen.data.build import TOKENIZER_DIR, train_prompts_by_tag, train_world_tokenizer, world_config
+from pdgen.data.build import (
+    TOKENIZER_DIR,
+    check_spec,
+    train_prompts_by_tag,
+    train_world_tokenizer,
+    world_config,
+)
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.editors.world import WorldEditor
 from pdgen.judges.base import Verdict
@@ -700,18 +706,12 @@ class ConflictSpec:
     samples_per_shard: int = 500
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ValueError(f"ConflictSpec.num_samples must be >= 1, got {self.num_samples}")
-        if self.val_size < 0:
-            raise ValueError(f"ConflictSpec.val_size must be >= 0, got {self.val_size}")
-        if not 0.0 <= self.negative_fraction <= 1.0:
-            raise ValueError(f"ConflictSpec.negative_fraction is in [0, 1], got {self.negative_fraction}")
+        check_spec(self, {"num_samples": 1, "val_size": 0, "samples_per_shard": 1}, ("negative_fraction",))
         if self.from_ckpt is not None and self.tokenizer is None:
             raise ValueError(
                 f"ConflictSpec.from_ckpt={self.from_ckpt!r} needs the tokenizer it was trained with "
-                "(tokenizer=data/multiturn/tokenizer for the embedded default)"
+                "(tokenizer=data/base/tokenizer for the embedded default)"
             )
-        world_config(self.world)
 
     @property
     def mode(self) -> str:

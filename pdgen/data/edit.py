@@ -49,7 +49,14 @@ import numpy as np
 from PIL import Image
 
 from pdgen.console import counter
-from pdgen.data.build import TOKENIZER_DIR, split_indexes, train_world_tokenizer, world_config, write_splits
+from pdgen.data.build import (
+    TOKENIZER_DIR,
+    check_spec,
+    split_indexes,
+    train_world_tokenizer,
+    world_config,
+    write_splits,
+)
 from pdgen.data.conflict import describe_scene
 from pdgen.data.datamodules import ShardDataModule
 from pdgen.data.shards import write_manifest
@@ -458,13 +465,7 @@ class EditSpec:
     samples_per_shard: int = 500
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ValueError(f"EditSpec.num_samples must be >= 1, got {self.num_samples}")
-        if self.val_size < 0:
-            raise ValueError(f"EditSpec.val_size must be >= 0, got {self.val_size}")
-        if self.samples_per_shard < 1:
-            raise ValueError(f"EditSpec.samples_per_shard must be >= 1, got {self.samples_per_shard}")
-        world_config(self.world)  # an unknown preset fails here, naming the presets
+        check_spec(self, {"num_samples": 1, "val_size": 0, "samples_per_shard": 1})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,7 +6,11 @@ import pytest
 
 from pdgen.cli import main
 from pdgen.data import build
+from pdgen.data.alignment import AlignmentSpec
+from pdgen.data.base import BaseSpec
 from pdgen.data.build import MultiTurnSpec, build_multiturn, multiturn_trajectories, multiturn_trajectory
+from pdgen.data.conflict import ConflictSpec
+from pdgen.data.edit import EditSpec
 from pdgen.data.shards import ShardSource, read_manifest, split_shards
 from pdgen.data.tokenizer import SpecialTokenIds, load_tokenizer
 from pdgen.trajectory import Plan, Sketch
@@ -98,3 +102,24 @@ def test_the_build_command(tmp_path, capsys):
     assert manifest["spec"]["augment"] == build.AUGMENT_FLAG
     with pytest.raises(SystemExit, match="already holds a shard set"):
         main(["data", "build", "multiturn", "--out", str(out), "--n", "6"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "fields", "message"),
+    [
+        (MultiTurnSpec, {"num_trajectories": 0}, r"MultiTurnSpec\.num_trajectories must be >= 1, got 0"),
+        (MultiTurnSpec, {"augment": 1.5}, r"MultiTurnSpec\.augment is a probability in \[0, 1\], got 1.5"),
+        (BaseSpec, {"val_size": -1}, r"BaseSpec\.val_size must be >= 0, got -1"),
+        (BaseSpec, {"background": 2.0}, r"BaseSpec\.background is a probability"),
+        (ConflictSpec, {"negative_fraction": -0.1}, r"ConflictSpec\.negative_fraction is a probability"),
+        (
+            AlignmentSpec,
+            {"negatives_per_positive": -1},
+            r"AlignmentSpec\.negatives_per_positive must be >= 0",
+        ),
+        (EditSpec, {"world": "nowhere"}, r"unknown world preset 'nowhere'"),
+    ],
+)
+def test_every_build_spec_refuses_bad_fields_by_name(spec, fields, message):
+    with pytest.raises(ValueError, match=message):
+        spec(**fields)
