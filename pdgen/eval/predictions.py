@@ -41,6 +41,7 @@ def report_path(images: Path, benchmark: str) -> Path:
     scored, where `pdgen view html` finds the verdicts."""
     return images / f"eval_{benchmark}.json"
 
+
 COST_FIGURES = (
     ("images drawn", "mean_images"),
     ("sampling steps", "mean_sampling_steps"),

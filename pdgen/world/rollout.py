@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from pdgen.editors.world import WorldEditor
+from pdgen.errors import UserError
 from pdgen.scene.graph import SceneGraph
 from pdgen.scene.parser import parse
 from pdgen.scene.plan import StepGoal, plan
@@ -59,7 +60,7 @@ def rollout(
     graph = parse(prompt) if isinstance(prompt, str) else prompt
     missing = sorted({o.name for o in graph.objects} - set(config.classes))
     if missing:
-        raise ValueError(
+        raise UserError(
             f"{graph.describe()!r} names {missing}, which are not in the world's classes {config.classes}"
         )
     rng = np.random.default_rng(seed)
@@ -78,7 +79,7 @@ def rollout(
                 dead_ends[goal.op] += 1
             continue
         return steps
-    raise ValueError(
+    raise UserError(
         f"no layout of {graph.describe()!r} fits a {config.grid}x{config.grid} grid in {attempts} attempts"
     )
 

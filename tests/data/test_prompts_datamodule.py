@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from pdgen.cli import UserError
+from pdgen.errors import UserError
 from pdgen.data.prompts import PredictRequest, PromptsDataModule, read_prompts, sample_seed
 from pdgen.data.tokenizer import save_tokenizer
 from pdgen.inference import ModelDecides
