@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from pdgen.errors import UserError
 from pdgen.eval.samples import read_prompt_folders
 from pdgen.images import open_image
 from pdgen.scene.vocabulary import COLORS, RELATIONS, TAGS
@@ -250,7 +251,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
     for row in rows:
         per_tag.setdefault(row["tag"], []).append(bool(row["correct"]))
     if not per_tag:
-        raise ValueError("no results to summarize")
+        raise UserError("no results to summarize")
     summary = {tag: float(np.mean(per_tag[tag])) for tag in sorted(per_tag, key=_tag_order)}
     summary["overall"] = float(np.mean([summary[tag] for tag in per_tag]))
     summary["image_mean"] = float(np.mean([c for cs in per_tag.values() for c in cs]))
