@@ -8,7 +8,6 @@ still a function of the seed, and counts the dead end by the operation that hit 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 
 from pdgen.editors.world import WorldEditor
 from pdgen.errors import UserError
+from pdgen.io import write_atomic
 from pdgen.scene.graph import SceneGraph
 from pdgen.scene.parser import parse
 from pdgen.scene.plan import StepGoal, plan
@@ -105,7 +105,5 @@ def write_rollout(steps: list[WorldStep], folder: str | Path) -> list[Path]:
 
 
 def _save(image: Image.Image, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_atomic(path, lambda file: image.save(file, format="PNG"))
     return path
