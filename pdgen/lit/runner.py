@@ -114,7 +114,7 @@ def run(args: list[str] | None) -> None:
                 "enable_progress_bar": stderr_is_terminal(),
                 "plugins": [{"class_path": "pdgen.lit.checkpoint_io.AtomicCheckpointIO"}],
             },
-            parser_kwargs={"prog": "pdgen"},
+            parser_kwargs={"prog": "pdgen", "parser_mode": "omegaconf"},  # configs may say ${...}
             args=args,
         )
     except (TrainingDiverged, CheckpointError) as error:
