@@ -59,6 +59,14 @@ def test_several_configs_layer_in_order(tmp_path, capsys) -> None:
     assert "  max_steps: 7\n" in out and "  accelerator: cpu\n" in out and "  max_steps: 2000\n" not in out
 
 
+def test_configs_interpolate_a_value_written_once(capsys) -> None:
+    # LightningCLI reads configs in omegaconf mode: base.yaml's checkpoint folder is its logger's run folder.
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(ROOT / "configs/base.yaml"), "--print_config"])
+    out = capsys.readouterr().out
+    assert "      name: base\n" in out and "      dirpath: runs/base/checkpoints\n" in out and "${" not in out
+
+
 def test_unknown_command_exits_with_the_usage(capsys) -> None:
     with pytest.raises(SystemExit, match="unknown command 'train'"):
         main(["train"])
