@@ -398,7 +398,17 @@ def _prompts(prompt: str | None, file: Path | None) -> list[str]:
         raise UserError("give either a prompt or --file")
     if prompt is not None:
         return [prompt]
-    lines = [line for line in Path(file).read_text().splitlines() if line.strip()]
-    if str(file).endswith(".jsonl"):
-        return [json.loads(line)["prompt"] for line in lines]
-    return lines
+    try:
+        lines = [line for line in Path(file).read_text().splitlines() if line.strip()]
+    except OSError as error:
+        raise UserError(f"cannot read --file {file} ({error})") from error
+    if not str(file).endswith(".jsonl"):
+        return lines
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        try:
+            prompts.append(json.loads(line)["prompt"])
+        except (ValueError, KeyError, TypeError) as error:  # a JSONDecodeError is a ValueError
+            expected = 'expected a JSON object with a "prompt" on each line'
+            raise UserError(f"{file}:{number}: {expected} ({error})") from error
+    return prompts
