@@ -264,7 +264,10 @@ def _build_real(
     num_shards = num_shards if num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
     shard_index = shard_index if shard_index is not None else int(os.environ.get("RANK", 0))
     device = options["device"] or f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-    records = read_prompts(options["prompts"])
+    try:
+        records = read_prompts(options["prompts"])
+    except ValueError as error:  # the prompt file's problems, each naming the file and line
+        raise UserError(str(error)) from error
     backends = _real_backends(options, out, device)
     described = {
         "parser": options["parser"] if options["parser"] != "openai" else f"openai:{options['model']}",
@@ -333,7 +336,10 @@ def stats(root: Path, /, recount: bool = False) -> str:
         raise UserError(f"no shard set in {root} or below it (no {MANIFEST}, no train-*.tar)")
     tables = []
     for folder in found:
-        manifest = read_manifest(folder)
+        try:
+            manifest = read_manifest(folder)
+        except ValueError as error:  # a manifest that is not JSON, or not pdgen's format
+            raise UserError(str(error)) from error
         subset = (manifest or {}).get("subset", "shards")
         if manifest is not None and not recount:
             tables.append(f"{subset} ({folder})\n\n{stats_table(manifest['stats'])}")
