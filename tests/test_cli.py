@@ -194,9 +194,7 @@ def test_the_cli_makes_openmp_wait_passively_unless_told_otherwise(given, expect
     if given is not None:
         env["OMP_WAIT_POLICY"] = given
     code = (
-        "import os, sys, pdgen.cli\n"
-        "assert 'torch' not in sys.modules\n"
-        "print(os.environ['OMP_WAIT_POLICY'])"
+        "import os, sys, pdgen.cli\nassert 'torch' not in sys.modules\nprint(os.environ['OMP_WAIT_POLICY'])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
