@@ -9,9 +9,10 @@ Lightning (which costs 5–7 s here): only the four LightningCLI subcommands pay
 Configs name the model and data module by import path (`class_path: pdgen.some.module.SomeModule`);
 jsonargparse imports the module when it reads the path, so nothing is imported up front.
 
-Mistakes a user can put right (a config file or checkpoint that is not there) are a `UserError`: `main`
-prints its message, a few lines that name the file and say what to do, instead of a usage dump or a
-traceback. `PDGEN_DEBUG=1` shows the traceback.
+Mistakes a user can put right (a config file or checkpoint that is not there) are a `pdgen.errors.UserError`:
+`main` prints its message, a few lines that name the file and say what to do, instead of a usage dump or a
+traceback. Every other error keeps its traceback; `pdgen --debug <command> ...` (or `PDGEN_DEBUG=1`) shows
+the traceback of a user error too.
 """
 
 from __future__ import annotations
@@ -28,42 +29,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pdgen import __version__, commands  # noqa: E402
-
-DEBUG_VARIABLE = "PDGEN_DEBUG"
-"""Set (to anything but empty or 0) to see the traceback of a user error."""
-
-
-class UserError(Exception):
-    """A mistake the user can put right; the message names the file or value and says what to do."""
-
-
-def missing_file(what: str, path: str | os.PathLike[str], pattern: str, otherwise: str) -> UserError:
-    """The error for a file that is not there, with what its folder holds instead.
-
-    Args:
-        what: what the file is, e.g. `config file`.
-        path: the path as the user gave it.
-        pattern: the names worth listing from its folder, e.g. `*.yaml`.
-        otherwise: what to do when its folder holds no such file, or is not there either.
-    """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        return UserError(f"{what} {path} not found, and there is no folder {folder}/ here.\n{otherwise}")
-    found = sorted(file.name for file in folder.glob(pattern))
-    hint = f"In {folder}/: {', '.join(found)}." if found else otherwise
-    return UserError(f"{what} {path} not found.\n{hint}")
-
-
-NO_CONFIG = (
-    "The configs that ship are in the repository's configs/ folder: run pdgen from the repository root, or "
-    "give the file's full path."
+from pdgen.errors import (  # noqa: E402
+    DEBUG_VARIABLE,
+    NO_CHECKPOINT,
+    NO_CONFIG,
+    checkpoint_exists,
+    exit_on_user_error,
+    missing_file,
 )
-NO_CHECKPOINT = (
-    "`pdgen fit` writes checkpoints under its logger's folder, runs/NAME/version_N/checkpoints/ "
-    "(`ls runs/*/*/checkpoints/` lists them)."
-)
-
 
 LIGHTNING_COMMANDS = {
     "fit": "Train a model: runs the training loop with periodic validation.",
@@ -93,8 +66,10 @@ def usage() -> str:
         "Options:",
         "  -h, --help    show this message and exit",
         "  --version     show the version",
+        "  --debug       before the command: show the traceback of a user error too",
         "",
-        f"A mistake (a missing file, say) prints a short error; {DEBUG_VARIABLE}=1 shows its traceback.",
+        f"A mistake (a missing file, say) prints a short error; --debug or {DEBUG_VARIABLE}=1 shows its "
+        "traceback.",
     ]
     return "\n".join(lines)
 
@@ -119,11 +94,6 @@ def _check_files(argv: list[str]) -> None:
             raise missing_file("checkpoint", value, "*.ckpt", NO_CHECKPOINT)
 
 
-def checkpoint_exists(path: str | os.PathLike[str]) -> bool:
-    """Whether `--ckpt_path` names a file that is there, or something Lightning resolves (`last`, a URL)."""
-    return str(path) in ("best", "last", "hpc", "registry") or "://" in str(path) or Path(path).exists()
-
-
 def main(args: list[str] | None = None) -> None:
     """Run the `pdgen` command line.
 
@@ -131,15 +101,22 @@ def main(args: list[str] | None = None) -> None:
         args: the words after `pdgen`; `None` reads `sys.argv[1:]`. Tests call `main([...])` in-process.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    debug = argv[:1] == ["--debug"]
+    if debug:
+        argv = argv[1:]
+        if args is None:  # LightningCLI reads `sys.argv` itself, and warns when it is given `args` beside it
+            del sys.argv[1]
+        else:
+            args = argv
     command = argv[0] if argv else None
-    try:
+    with exit_on_user_error(f"pdgen {command}", debug):
         if command in (None, "-h", "--help"):
             print(usage())
         elif command == "--version":
             print(f"pdgen {__version__}")
         elif command in commands.GROUPS:
             _check_files(argv)
-            commands.run(command, argv[1:])
+            commands.run(command, argv[1:], debug)
         elif command in LIGHTNING_COMMANDS:
             _check_files(argv)
             from pdgen.lit.runner import run  # imports Lightning: only these four commands pay for it
@@ -148,10 +125,6 @@ def main(args: list[str] | None = None) -> None:
         else:
             print(usage(), file=sys.stderr)
             raise SystemExit(f"pdgen: unknown command {command!r}")
-    except UserError as error:
-        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
-            raise
-        raise SystemExit(f"pdgen {command}: {error}") from None
 
 
 if __name__ == "__main__":

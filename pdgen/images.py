@@ -15,12 +15,15 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from pdgen.errors import UserError
+
 MAX_IMAGE_PIXELS = 8192 * 8192
 """The largest image pdgen opens: far above what it trains on (BAGEL's 1024 px), far below a bomb."""
 
 
-class UnreadableImage(ValueError):
-    """An image that cannot be decoded; ``name`` is the file, ``why`` what is wrong with it.
+class UnreadableImage(UserError):
+    """An image that cannot be decoded; ``name`` is the file, ``why`` what is wrong with it. A ``UserError``
+    (a ``ValueError``): a command that meets one ends with its message.
 
     Args:
         name: the file or member name.

@@ -1,7 +1,8 @@
 """Writing a file so that a reader, or a run killed halfway, never sees half of it.
 
-``atomic_write(path)`` hands out a temporary file *in the destination's own directory* and renames it onto
-``path`` when the block ends without an error (``os.replace``: atomic on one filesystem). The directory
+``atomic_write(path)`` hands out a temporary file *in the destination's own directory* (``atomic_path(path)``
+its name, for writers that open the file themselves) and renames it onto ``path`` when the block ends
+without an error (``os.replace``: atomic on one filesystem). The directory
 matters: a temporary file elsewhere (``$TMPDIR``) is on another filesystem as often as not, and then the
 "rename" is a copy that a kill can cut short, leaving the destination truncated. The data is flushed to disk
 (``fsync``) before the rename, so after a crash the name points at the old file or at the whole new one.
@@ -34,6 +35,37 @@ MODE = 0o644
 
 
 @contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary file's path that becomes ``path`` (mode ``MODE``) when the block ends, or vanishes if it
+    raises; the folder is made if needed. The one place pdgen renames a file into place: ``atomic_write``
+    and ``write_atomic`` are built on it, and a writer that wants a file name rather than an open file
+    (safetensors' ``save_file``) uses it directly.
+
+        with atomic_path(directory / "ema.safetensors") as temporary:
+            save_file(tensors, temporary)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX
+    )
+    try:
+        os.fchmod(descriptor, MODE)
+        os.close(descriptor)
+        yield Path(temporary)
+        # Whatever wrote the file, its data reaches the disk before the rename.
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """A binary file that becomes ``path`` (mode ``MODE``) when the block ends, or vanishes if it raises;
     the folder is made if needed.
@@ -41,21 +73,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         with atomic_write(root / "manifest.json") as file:
             file.write(data)
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX
-    )
-    os.fchmod(descriptor, MODE)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        yield file
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO], object]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import re
 import subprocess
@@ -12,7 +14,8 @@ import pytest
 from PIL import Image
 
 from pdgen import commands
-from pdgen.cli import LIGHTNING_COMMANDS, UserError, main
+from pdgen.cli import LIGHTNING_COMMANDS, main
+from pdgen.errors import UserError
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +57,14 @@ def test_several_configs_layer_in_order(tmp_path, capsys) -> None:
         main(["fit", "-c", str(ROOT / "configs/trainer/cpu.yaml"), "-c", str(override), "--print_config"])
     out = capsys.readouterr().out
     assert "  max_steps: 7\n" in out and "  accelerator: cpu\n" in out and "  max_steps: 2000\n" not in out
+
+
+def test_configs_interpolate_a_value_written_once(capsys) -> None:
+    # LightningCLI reads configs in omegaconf mode: base.yaml's checkpoint folder is its logger's run folder.
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(ROOT / "configs/base.yaml"), "--print_config"])
+    out = capsys.readouterr().out
+    assert "      name: base\n" in out and "      dirpath: runs/base/checkpoints\n" in out and "${" not in out
 
 
 def test_unknown_command_exits_with_the_usage(capsys) -> None:
@@ -102,8 +113,16 @@ def test_every_subcommand_builds_its_parser(group: str, capsys) -> None:
     capsys.readouterr()
 
 
-def test_subcommands_are_the_public_functions_defined_in_the_group() -> None:
-    assert [sub.function for sub in commands.subcommands("view")] == ["html"]
+@pytest.mark.parametrize("group", commands.GROUPS)
+def test_every_public_function_of_a_group_is_one_of_its_subcommands(group: str) -> None:
+    # `COMMANDS` lists them by hand; this catches a command function left out, or a helper listed.
+    module = importlib.import_module(f"pdgen.commands.{group}")
+    public = [
+        name
+        for name, value in vars(module).items()
+        if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_")
+    ]
+    assert [sub.function.__name__ for sub in commands.subcommands(group)] == public
     with pytest.raises(ValueError, match="unknown command group 'train'"):
         commands.subcommands("train")
 
@@ -175,9 +194,7 @@ def test_the_cli_makes_openmp_wait_passively_unless_told_otherwise(given, expect
     if given is not None:
         env["OMP_WAIT_POLICY"] = given
     code = (
-        "import os, sys, pdgen.cli\n"
-        "assert 'torch' not in sys.modules\n"
-        "print(os.environ['OMP_WAIT_POLICY'])"
+        "import os, sys, pdgen.cli\nassert 'torch' not in sys.modules\nprint(os.environ['OMP_WAIT_POLICY'])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected

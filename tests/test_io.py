@@ -2,7 +2,7 @@
 
 import pytest
 
-from pdgen.io import MODE, atomic_write, remove_stale_temporaries, write_atomic
+from pdgen.io import MODE, atomic_path, atomic_write, remove_stale_temporaries, write_atomic
 
 
 def test_the_file_appears_whole_from_a_temporary_in_its_own_directory(tmp_path, monkeypatch):
@@ -59,3 +59,16 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="disk full"):
         write_atomic(target, fail)
     assert target.read_bytes() == b"old" and [path.name for path in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_writer_that_takes_a_file_name_writes_through_the_same_temporary(tmp_path) -> None:
+    target = tmp_path / "weights" / "ema.safetensors"
+    with atomic_path(target) as temporary:
+        assert temporary.parent == target.parent and temporary.name.startswith(".ema.safetensors.")
+        temporary.write_bytes(b"tensors")  # as safetensors' save_file(tensors, name) does
+        assert not target.exists()
+    assert target.read_bytes() == b"tensors" and target.stat().st_mode & 0o777 == MODE
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as temporary:
+        temporary.write_bytes(b"half")
+        raise RuntimeError("disk full")
+    assert target.read_bytes() == b"tensors" and [p.name for p in target.parent.iterdir()] == [target.name]

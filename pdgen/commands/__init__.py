@@ -1,33 +1,35 @@
 """The plain command groups that sit beside LightningCLI: `pdgen data`, `pdgen eval`, `pdgen view`.
 
-Each group is one module of this package (`data.py`, `eval.py`, `view.py`), and the rule for its
-subcommands is the whole design:
+Each group is one module of this package (`data.py`, `eval.py`, `view.py`) that lists its subcommands,
+plain functions, in its `COMMANDS` tuple, in the order `pdgen --help` shows them. From each function
+jsonargparse builds the subcommand:
 
-    every public function defined at the top level of the module is a subcommand.
+- its name (underscores become dashes) is the subcommand's name, the first line of its docstring the
+  one-line help that `pdgen --help` lists; the rest of the docstring and its Google-style `Args:` become
+  `pdgen <group> <name> --help`;
+- its type-hinted parameters are the options. Parameters without a default are positional, and so are
+  positional-only ones (before `/`), optional when they have a default (`pdgen data parse "PROMPT"` or
+  `pdgen data parse --file F`). A `bool` with a default is a flag: `--augment` sets it, `--no_augment`
+  clears it. Every subcommand also accepts `-c/--config FILE` with its options in YAML.
 
-Its name (underscores become dashes) is the subcommand's name, the first line of its docstring is the
-one-line help that `pdgen --help` lists, the rest of the docstring and its Google-style `Args:` become
-`pdgen <group> <name> --help`, and its type-hinted parameters become the options. Parameters without a
-default are positional, and so are positional-only ones (before `/`), optional when they have a
-default (`pdgen data parse "PROMPT"` or `pdgen data parse --file F`). A `bool` with a default is a flag:
-`--augment` sets it, `--no_augment` clears it. Every subcommand also accepts `-c/--config FILE` with
-its options in YAML.
-Helpers start with an underscore; names imported into the module are not subcommands. The group's own
-one-line help is the first line of the module docstring.
+The group's own one-line help is the first line of its module docstring. Group modules import only the
+standard library, PIL and light pdgen modules at the top (`pdgen --help` imports all three); what a
+subcommand needs beyond that it imports inside the function.
 
-The subcommand list is read from the module's source with `ast`, so `pdgen --help` does not import the
-group modules (or what they import); the module is imported only to run a subcommand.
+A subcommand that raises a `pdgen.errors.UserError` ends with its message; any other exception keeps its
+traceback.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from types import ModuleType
+
+from pdgen.errors import exit_on_user_error
 
 GROUPS = ("data", "eval", "view")
 """The command groups, in the order `pdgen --help` lists them."""
@@ -35,18 +37,21 @@ GROUPS = ("data", "eval", "view")
 
 @dataclass(frozen=True)
 class Subcommand:
-    """One subcommand as read from its group's source: `function` is the Python name."""
+    """One subcommand of a group: its name on the command line and the function it runs."""
 
     name: str
-    function: str
-    summary: str
+    function: Callable[..., object]
+
+    @property
+    def summary(self) -> str:
+        """The one-line help: the first line of the function's docstring."""
+        return _first_line(inspect.getdoc(self.function))
 
 
-def _source(group: str) -> ast.Module:
+def _group(group: str) -> ModuleType:
     if group not in GROUPS:
         raise ValueError(f"unknown command group {group!r}; the groups are {', '.join(GROUPS)}")
-    path = Path(__file__).with_name(f"{group}.py")
-    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return importlib.import_module(f"pdgen.commands.{group}")
 
 
 def _first_line(docstring: str | None) -> str:
@@ -65,18 +70,12 @@ def _description(docstring: str | None) -> str:
 
 def group_summary(group: str) -> str:
     """The one-line help of a command group: the first line of its module docstring."""
-    return _first_line(ast.get_docstring(_source(group)))
+    return _first_line(inspect.getdoc(_group(group)))
 
 
 def subcommands(group: str) -> list[Subcommand]:
-    """The subcommands of a group in definition order, read from its source without importing it."""
-    return [
-        Subcommand(
-            name=node.name.replace("_", "-"), function=node.name, summary=_first_line(ast.get_docstring(node))
-        )
-        for node in _source(group).body
-        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
-    ]
+    """The subcommands of a group, in the order of its `COMMANDS`."""
+    return [Subcommand(function.__name__.replace("_", "-"), function) for function in _group(group).COMMANDS]
 
 
 def _hand_made_arguments(function: Callable) -> dict[str, tuple[str, dict]]:
@@ -104,11 +103,11 @@ def _hand_made_arguments(function: Callable) -> dict[str, tuple[str, dict]]:
     return arguments
 
 
-def run(group: str, argv: list[str]) -> None:
+def run(group: str, argv: list[str], debug: bool = False) -> None:
     """Parse `argv` (what follows `pdgen <group>`) and call the chosen subcommand.
 
-    A subcommand that returns something other than None has it printed. A `ValueError` it raises is a
-    user error: it ends the command with its message and exit status 1, without a traceback. A group with
+    A subcommand that returns something other than None has it printed. A `UserError` it raises ends the
+    command with its message and exit status 1, without a traceback (with one when `debug`). A group with
     a single subcommand may leave its name out (`pdgen view DIR` is `pdgen view html DIR`).
 
     Raises:
@@ -116,13 +115,11 @@ def run(group: str, argv: list[str]) -> None:
     """
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    module = importlib.import_module(f"pdgen.commands.{group}")
-    parser = ArgumentParser(prog=f"pdgen {group}", description=inspect.getdoc(module))
+    parser = ArgumentParser(prog=f"pdgen {group}", description=inspect.getdoc(_group(group)))
     functions: dict[str, Callable] = {}
     choices = parser.add_subcommands(dest="command")
     for command in subcommands(group):
-        function = getattr(module, command.function)
-        functions[command.name] = function
+        functions[command.name] = function = command.function
         description = _description(inspect.getdoc(function))
         sub = ArgumentParser(prog=f"pdgen {group} {command.name}", description=description)
         sub.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with these options")
@@ -143,9 +140,7 @@ def run(group: str, argv: list[str]) -> None:
         if parameter.kind is inspect.Parameter.POSITIONAL_ONLY
     ]
     leading = [arguments.pop(name) for name in positional_only]
-    try:
+    with exit_on_user_error(f"pdgen {group} {chosen}", debug):
         result = functions[chosen](*leading, **arguments)
-    except ValueError as error:  # user errors (TrajectoryError too) name what is wrong; no traceback
-        raise SystemExit(f"pdgen {group} {chosen}: {error}") from error
     if result is not None:
         print(result)

@@ -1,14 +1,16 @@
 """Build and inspect training data: prompts, scene graphs, plans, trajectory shards.
 
-`pdgen data <name>`: every public function below is one subcommand (see `pdgen.commands`): its docstring
-is the help, its typed parameters the options. Keep imports of heavy modules inside the functions so that
-`pdgen data --help` stays fast.
+`pdgen data <name>`: the functions in `COMMANDS` are the subcommands (see `pdgen.commands`): a docstring
+is the help, the typed parameters the options. Keep imports of heavy modules inside the functions so that
+`pdgen --help` and `pdgen data --help` stay fast.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+from pdgen.errors import UserError
 
 if TYPE_CHECKING:
     from pdgen.data.skips import SkipCounter
@@ -29,12 +31,10 @@ def parse(prompt: str | None = None, /, file: Path | None = None) -> str:
     """
     import json
 
-    from pdgen.scene.parser import ParseError, parse_record
+    from pdgen.scene.parser import parse_record
 
-    try:
-        return "\n".join(json.dumps(parse_record(p)) for p in _prompts(prompt, file))
-    except ParseError as error:
-        raise SystemExit(f"pdgen data parse: {error}") from error
+    # A prompt it cannot read is a ParseError, a UserError: its message names the words.
+    return "\n".join(json.dumps(parse_record(p)) for p in _prompts(prompt, file))
 
 
 def plan(
@@ -55,16 +55,13 @@ def plan(
     from pdgen.world.rollout import rollout, write_rollout
 
     probability = 0.5 if augment else 0.0
-    try:
-        graph = parse_prompt(prompt)
-        if render is None:
-            goals = make_plan(graph, seed, augment=probability)
-        else:
-            steps = rollout(graph, seed, WorldConfig.from_name(world), augment=probability)
-            write_rollout(steps, render)
-            goals = [s.goal for s in steps]
-    except ValueError as error:  # ParseError, a class outside the world, no layout
-        raise SystemExit(f"pdgen data plan: {error}") from error
+    graph = parse_prompt(prompt)  # a prompt it cannot read, a class outside the world, no layout: UserErrors
+    if render is None:
+        goals = make_plan(graph, seed, augment=probability)
+    else:
+        steps = rollout(graph, seed, WorldConfig.from_name(world), augment=probability)
+        write_rollout(steps, render)
+        goals = [s.goal for s in steps]
     return "\n".join(f"{i}. [{g.op}] <ins>{g.ins}</ins><des>{g.des}</des>" for i, g in enumerate(goals))
 
 
@@ -169,7 +166,7 @@ def build(
 
     if editor == "flux-kontext":
         if subset != "multiturn":
-            raise ValueError(f"--editor flux-kontext builds the multiturn subset, not {subset}")
+            raise UserError(f"--editor flux-kontext builds the multiturn subset, not {subset}")
         real = dict(
             parser=parser, judge=judge, prompts=prompts, flux_path=flux_path, device=device, dtype=dtype,
             offload=offload, steps=steps, size=size, batch_size=batch_size, base_url=base_url, model=model,
@@ -179,18 +176,18 @@ def build(
         shards = (num_shards, shard_index)
         return _build_real(out, n or 1000, val_size, seed, augment, samples_per_shard, real, *shards)
     if (parser, judge, num_shards, shard_index) != ("template", "world", None, None):
-        raise ValueError(
+        raise UserError(
             "--parser, --judge, --num_shards and --shard_index are options of the real-image build "
             "(--editor flux-kontext); the world's builds parse, judge and run exactly in one process"
         )
     if subset != "conflict" and (from_ckpt is not None or tokenizer is not None):
-        raise ValueError(f"--from_ckpt and --tokenizer are options of the conflict subset, not of {subset}")
+        raise UserError(f"--from_ckpt and --tokenizer are options of the conflict subset, not of {subset}")
     augmentation = AUGMENT_FLAG if augment else 0.0
     if out is None:
         mode = "symbolic" if from_ckpt is None else "self-sampled"
         out = Path("data") / subset / mode if subset == "conflict" else Path("data") / subset
     if (out / MANIFEST).exists():
-        raise ValueError(f"{out} already holds a shard set ({MANIFEST}); choose another --out or delete it")
+        raise UserError(f"{out} already holds a shard set ({MANIFEST}); choose another --out or delete it")
     if subset == "base":
         from pdgen.data.base import BaseSpec, build_base
 
@@ -210,7 +207,7 @@ def build(
         from pdgen.data.conflict import ConflictSpec, build_conflict
 
         if from_ckpt is not None and not from_ckpt.is_file():
-            raise ValueError(f"--from_ckpt {from_ckpt} is not a file")
+            raise UserError(f"--from_ckpt {from_ckpt} is not a file")
         if from_ckpt is not None and tokenizer is None:
             tokenizer = Path("data/multiturn/tokenizer")
         conflict = ConflictSpec(
@@ -259,15 +256,18 @@ def _build_real(
     from pdgen.data.shards import stats_table
 
     if options["prompts"] is None:
-        raise ValueError("--prompts FILE is required with --editor flux-kontext")
+        raise UserError("--prompts FILE is required with --editor flux-kontext")
     if options["flux_path"] is None:
-        raise ValueError(
+        raise UserError(
             "--flux_path DIR (the local FLUX.1-Kontext pipeline) is required with --editor flux-kontext"
         )
     num_shards = num_shards if num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
     shard_index = shard_index if shard_index is not None else int(os.environ.get("RANK", 0))
     device = options["device"] or f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-    records = read_prompts(options["prompts"])
+    try:
+        records = read_prompts(options["prompts"])
+    except ValueError as error:  # the prompt file's problems, each naming the file and line
+        raise UserError(str(error)) from error
     backends = _real_backends(options, out, device)
     described = {
         "parser": options["parser"] if options["parser"] != "openai" else f"openai:{options['model']}",
@@ -328,15 +328,18 @@ def stats(root: Path, /, recount: bool = False) -> str:
     from pdgen.data.shards import MANIFEST, read_manifest, stats_table
 
     if not root.is_dir():
-        raise ValueError(f"{root} is not a directory")
+        raise UserError(f"{root} is not a directory")
     found = sorted(
         {p.parent for pattern in ("*", "*/*", "*/*/*") for p in root.glob(pattern) if _is_shard_set_file(p)}
     )
     if not found:
-        raise ValueError(f"no shard set in {root} or below it (no {MANIFEST}, no train-*.tar)")
+        raise UserError(f"no shard set in {root} or below it (no {MANIFEST}, no train-*.tar)")
     tables = []
     for folder in found:
-        manifest = read_manifest(folder)
+        try:
+            manifest = read_manifest(folder)
+        except ValueError as error:  # a manifest that is not JSON, or not pdgen's format
+            raise UserError(str(error)) from error
         subset = (manifest or {}).get("subset", "shards")
         if manifest is not None and not recount:
             tables.append(f"{subset} ({folder})\n\n{stats_table(manifest['stats'])}")
@@ -345,6 +348,10 @@ def stats(root: Path, /, recount: bool = False) -> str:
         recount_line = _recount_line(figures, skipped, manifest)
         tables.append(f"{subset} ({folder})\n\n{stats_table(figures)}\n\n{recount_line}")
     return "\n\n".join(tables)
+
+
+COMMANDS = (parse, plan, build, stats)
+"""The subcommands, in the order `pdgen --help` lists them."""
 
 
 def _is_shard_set_file(path: Path) -> bool:
@@ -394,10 +401,20 @@ def _prompts(prompt: str | None, file: Path | None) -> list[str]:
     import json
 
     if (prompt is None) == (file is None):
-        raise ValueError("give either a prompt or --file")
+        raise UserError("give either a prompt or --file")
     if prompt is not None:
         return [prompt]
-    lines = [line for line in Path(file).read_text().splitlines() if line.strip()]
-    if str(file).endswith(".jsonl"):
-        return [json.loads(line)["prompt"] for line in lines]
-    return lines
+    try:
+        lines = [line for line in Path(file).read_text().splitlines() if line.strip()]
+    except OSError as error:
+        raise UserError(f"cannot read --file {file} ({error})") from error
+    if not str(file).endswith(".jsonl"):
+        return lines
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        try:
+            prompts.append(json.loads(line)["prompt"])
+        except (ValueError, KeyError, TypeError) as error:  # a JSONDecodeError is a ValueError
+            expected = 'expected a JSON object with a "prompt" on each line'
+            raise UserError(f"{file}:{number}: {expected} ({error})") from error
+    return prompts

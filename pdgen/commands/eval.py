@@ -1,8 +1,8 @@
 """Score generated images: GenEval rules, ShapesEval on the embedded world, WISE.
 
-`pdgen eval <name>`: every public function below is one subcommand (see `pdgen.commands`): its docstring
-is the help, its typed parameters the options. Keep imports of heavy modules inside the functions so that
-`pdgen eval --help` stays fast.
+`pdgen eval <name>`: the functions in `COMMANDS` are the subcommands (see `pdgen.commands`): a docstring
+is the help, the typed parameters the options. Keep imports of heavy modules inside the functions so that
+`pdgen --help` and `pdgen eval --help` stay fast.
 
 Every subcommand prints a table and writes the whole report as JSON: the summary, the per-image rows
 (GenEval's `results.jsonl` fields, or WISE's scores with the judge's raw reply and failed tries) and, when
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from pdgen.errors import UserError
 
 
 def shapes(
@@ -49,7 +51,7 @@ def shapes(
     from pdgen.world.prompts import shapes_eval_prompts
 
     if images is None:
-        raise ValueError("--images DIR is required")
+        raise UserError("--images DIR is required")
     config = WorldConfig.from_name(world)
     if truth:
         write_ground_truth(images, shapes_eval_prompts(split, config, per_tag), config, samples)
@@ -90,10 +92,10 @@ def geneval(
     from pdgen.eval.geneval import score_folder, summarize
 
     if (detector is None) == (results is None):
-        raise ValueError("give exactly one of --detector module:Class and --results FILE")
+        raise UserError("give exactly one of --detector module:Class and --results FILE")
     if detector is not None:
         if images is None:
-            raise ValueError("--images DIR is required with --detector")
+            raise UserError("--images DIR is required with --detector")
         rows = score_folder(images, _load_detector(detector))
         source = {"detector": detector}
     else:
@@ -146,14 +148,14 @@ def wise(
     from pdgen.judges.openai import ChatClient
 
     if images is None or not prompts:
-        raise ValueError("--images DIR and --prompts FILE (or '[FILE, ...]') are required")
+        raise UserError("--images DIR and --prompts FILE (or '[FILE, ...]') are required")
     files = [prompts] if isinstance(prompts, Path) else list(prompts)
     prompt_set = load_prompts(files, schema)
     previous = []
     if resume and out is not None and out.is_file():
         earlier = json.loads(out.read_text())
         if (earlier.get("judge"), earlier.get("prompts_sha256")) != (judge, prompt_set.sha256):
-            raise ValueError(
+            raise UserError(
                 f"--resume: {out} was judged by {earlier.get('judge')} on other prompt files or another "
                 f"judge than {judge}; write to another --out"
             )
@@ -218,7 +220,7 @@ def edits(
     from pdgen.world.config import WorldConfig
 
     if images is None:
-        raise ValueError("--images DIR is required")
+        raise UserError("--images DIR is required")
     config = WorldConfig.from_name(world)
     if truth:
         write_ground_truth(images, edit_cases(per_type, config, seed))
@@ -292,10 +294,14 @@ def wise_prompts(prompts: list[Path] | Path | None = None, out: Path = Path("wis
     from pdgen.eval.wise import generation_records, load_prompts
 
     if not prompts:
-        raise ValueError("--prompts FILE (or '[FILE, ...]') is required")
+        raise UserError("--prompts FILE (or '[FILE, ...]') is required")
     prompt_set = load_prompts([prompts] if isinstance(prompts, Path) else list(prompts))
     write_jsonl(out, generation_records(prompt_set))
     return f"{out} ({len(prompt_set.prompts)} {prompt_set.schema.name} prompts)"
+
+
+COMMANDS = (shapes, geneval, wise, edits, edit_cases, wise_prompts)
+"""The subcommands, in the order `pdgen --help` lists them."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -309,32 +315,30 @@ def _progress(done: int, total: int) -> None:
 
 
 def _load_detector(spec: str) -> Any:
-    """An instance of the `module:Class` back end, or a ValueError that names what is missing."""
+    """An instance of the `module:Class` back end, or a UserError that names what is missing."""
     import importlib
 
     module_name, colon, class_name = spec.partition(":")
     if not colon or not module_name or not class_name:
-        raise ValueError(
-            f"--detector {spec}: expected module:Class, e.g. my_backends.mask2former:Mask2Former"
-        )
+        raise UserError(f"--detector {spec}: expected module:Class, e.g. my_backends.mask2former:Mask2Former")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         missing = f" (the module {error.name!r} is not installed)" if error.name else ""
-        raise ValueError(
+        raise UserError(
             f"--detector {spec}: cannot import {module_name!r}{missing}: {error}. Install the package that "
             "provides the back end; the official GenEval one needs mmdet 2.x and open_clip "
             "(see docs/evaluation.md)"
         ) from error
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise ValueError(f"--detector {spec}: module {module_name!r} has no {class_name!r}")
+        raise UserError(f"--detector {spec}: module {module_name!r} has no {class_name!r}")
     backend = cls()
     missing_methods = [
         name for name in ("detect", "classify_colors") if not callable(getattr(backend, name, None))
     ]
     if missing_methods:
-        raise ValueError(
+        raise UserError(
             f"--detector {spec}: {class_name} lacks {', '.join(missing_methods)} "
             "(see the protocol pdgen.eval.geneval.Detector)"
         )
@@ -348,7 +352,7 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
     try:
         lines = path.read_text().splitlines()
     except OSError as error:
-        raise ValueError(f"cannot read GenEval results {path} ({error})") from error
+        raise UserError(f"cannot read GenEval results {path} ({error})") from error
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -356,14 +360,14 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not a JSON row ({error})") from error
+            raise UserError(f"{path}:{number}: not a JSON row ({error})") from error
         if not isinstance(row, dict) or "tag" not in row or not isinstance(row.get("correct"), bool):
-            raise ValueError(
+            raise UserError(
                 f"{path}:{number}: expected a GenEval result row with 'tag' and a boolean 'correct'"
             )
         rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no result rows")
+        raise UserError(f"{path}: no result rows")
     return rows
 
 

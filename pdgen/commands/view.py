@@ -1,8 +1,8 @@
 """Look at trajectories: render them as HTML pages with their intermediate images.
 
-`pdgen view <name>`: every public function below is one subcommand (see `pdgen.commands`): its docstring
-is the help, its typed parameters the options. `pdgen --help` does not import this module, and running a
-view command needs only PIL (a prediction folder's cost summary also imports `pdgen.inference`).
+`pdgen view <name>`: the functions in `COMMANDS` are the subcommands (see `pdgen.commands`): a docstring
+is the help, the typed parameters the options. This module imports only PIL and light pdgen modules, so
+`pdgen --help` reads it fast (a prediction folder's cost summary also imports `pdgen.inference`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from pdgen.errors import UserError
 from pdgen.eval.predictions import (
     COST_FIGURES,
     PAGE_NAME,
@@ -75,7 +76,7 @@ def html(
                 _section(title, _cards_or_problem(title, lambda load=load: _trajectory_cards(load(), size)))
             )
     if not sections:
-        raise ValueError(
+        raise UserError(
             f"no trajectories in {path} (looked for prediction folders, trajectory.json and .tar shards)"
         )
     page = _PAGE.format(count=len(sections), header=header, sections="\n".join(sections))
@@ -83,6 +84,10 @@ def html(
         out = path / PAGE_NAME if path.is_dir() else path.with_suffix(".html")
     write_atomic(out, page.encode("utf-8"))
     return str(out)
+
+
+COMMANDS = (html,)
+"""The subcommands: one, so `pdgen view DIR` is `pdgen view html DIR`."""
 
 
 def _prediction_sections(path: Path, limit: int, size: int, results: Path | None) -> tuple[str, list[str]]:
@@ -182,7 +187,7 @@ def _read_scores(path: Path) -> dict[tuple[int, int], dict[str, Any]]:
         else:
             rows = json.loads(text)["rows"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(
+        raise UserError(
             f"{path}: expected GenEval result rows (.jsonl) or a pdgen eval report ({error})"
         ) from error
     scores = {}
@@ -207,7 +212,7 @@ def _trajectories(path: Path) -> Iterator[tuple[str, Callable[[], Trajectory]]]:
         for item in found:
             yield from _trajectories(item)
     else:
-        raise ValueError(f"{path} is neither a trajectory directory, a .tar shard nor a folder")
+        raise UserError(f"{path} is neither a trajectory directory, a .tar shard nor a folder")
 
 
 def _tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:

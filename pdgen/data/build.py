@@ -39,6 +39,7 @@ from pdgen.console import Counter as ProgressCounter
 from pdgen.console import counter
 from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.data.tokenizer import save_tokenizer, train_tokenizer
+from pdgen.errors import UserError
 from pdgen.trajectory import Plan, Sketch, Trajectory
 from pdgen.world.config import WorldConfig
 from pdgen.world.prompts import shapes_eval_prompts
@@ -94,10 +95,10 @@ def check_spec(spec: Any, at_least: dict[str, int], probabilities: tuple[str, ..
     kind = type(spec).__name__
     for name, least in at_least.items():
         if getattr(spec, name) < least:
-            raise ValueError(f"{kind}.{name} must be >= {least}, got {getattr(spec, name)}")
+            raise UserError(f"{kind}.{name} must be >= {least}, got {getattr(spec, name)}")
     for name in probabilities:
         if not 0.0 <= getattr(spec, name) <= 1.0:
-            raise ValueError(f"{kind}.{name} is a probability in [0, 1], got {getattr(spec, name)}")
+            raise UserError(f"{kind}.{name} is a probability in [0, 1], got {getattr(spec, name)}")
     world_config(spec.world)  # an unknown preset fails here, naming the presets
 
 

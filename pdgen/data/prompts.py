@@ -306,8 +306,8 @@ class PromptsDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read the prompts, make the requests and load the tokenizer."""
-        from pdgen.cli import UserError
         from pdgen.data.tokenizer import load_tokenizer
+        from pdgen.errors import UserError
 
         try:
             self.records = read_prompts(self.path)[: self.limit]

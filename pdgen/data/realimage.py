@@ -41,6 +41,7 @@ from PIL import Image
 from pdgen.console import counter
 from pdgen.data.shards import ShardSetWriter, SubsetStats, read_manifest, shard_name, write_manifest
 from pdgen.editors.base import Editor
+from pdgen.errors import UserError
 from pdgen.io import write_atomic
 from pdgen.judges.base import Judge
 from pdgen.judges.openai import ChatError
@@ -85,9 +86,9 @@ class RealImageSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", tuple(self.prompts))
         if not self.prompts:
-            raise ValueError("RealImageSpec.prompts is empty")
+            raise UserError("RealImageSpec.prompts is empty")
         if self.num_samples < 1 or self.val_size < 0 or self.samples_per_shard < 1 or self.batch_size < 1:
-            raise ValueError(
+            raise UserError(
                 "RealImageSpec needs num_samples >= 1, val_size >= 0, samples_per_shard >= 1 and batch_size "
                 f">= 1; got {self.num_samples}, {self.val_size}, {self.samples_per_shard}, {self.batch_size}"
             )
@@ -241,7 +242,7 @@ def build_real(
         ValueError: ``shard_index`` outside ``[0, num_shards)``, or ``root`` holds a build of another spec.
     """
     if not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard_index {shard_index} must be in [0, --num_shards {num_shards})")
+        raise UserError(f"--shard_index {shard_index} must be in [0, --num_shards {num_shards})")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     _check_spec(root, spec)
@@ -323,11 +324,11 @@ def _check_spec(root: Path, spec: RealImageSpec) -> None:
     mine = json.dumps(spec.to_dict(), sort_keys=True)
     if path.is_file():
         if path.read_text().strip() != mine:
-            raise ValueError(
+            raise UserError(
                 f"{root} holds a build of another spec ({path.read_text().strip()}), not {mine}: "
                 "use another --out"
             )
         return
     if read_manifest(root) is not None:
-        raise ValueError(f"{root} already holds a shard set; choose another --out or delete it")
+        raise UserError(f"{root} already holds a shard set; choose another --out or delete it")
     write_atomic(path, (mine + "\n").encode())

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from pdgen.errors import UserError
 from pdgen.scene.plan import StepGoal
 
 Offload = Literal["none", "model", "sequential"]
@@ -77,14 +78,14 @@ class FluxKontextEditor:
 
         diffusers = require_diffusers()
         if not (Path(path) / "model_index.json").is_file():
-            raise ValueError(
+            raise UserError(
                 f"{path} is not a diffusers pipeline directory (no model_index.json); download "
                 "black-forest-labs/FLUX.1-Kontext-dev there first (docs/data.md, 'Real images')"
             )
         if dtype not in ("bfloat16", "float16", "float32"):
-            raise ValueError(f"FluxKontextEditor.dtype must be bfloat16, float16 or float32, got {dtype!r}")
+            raise UserError(f"FluxKontextEditor.dtype must be bfloat16, float16 or float32, got {dtype!r}")
         if offload not in ("none", "model", "sequential"):
-            raise ValueError(f"FluxKontextEditor.offload must be none, model or sequential, got {offload!r}")
+            raise UserError(f"FluxKontextEditor.offload must be none, model or sequential, got {offload!r}")
         self.pipeline = diffusers.FluxKontextPipeline.from_pretrained(str(path), dtype=getattr(torch, dtype))
         self.pipeline.set_progress_bar_config(disable=True)
         if offload == "model":

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from pdgen.data.edit import EDIT_TYPES, EditOp, ObjectRef, WorldEdit, draw_edit
+from pdgen.errors import UserError
 from pdgen.eval.geneval import DEFAULT_OPTIONS, Detection, relative_position
 from pdgen.eval.process import Rate
 from pdgen.eval.samples import read_prompt_folders, write_jsonl
@@ -275,7 +276,7 @@ def score_edits(images: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Edit
     """Score every final image of a prediction folder whose metadata are ShapesEdit cases.
 
     Raises:
-        ValueError: a prompt folder whose metadata is not a ShapesEdit case (no ``edits``), or an image
+        UserError: a prompt folder whose metadata is not a ShapesEdit case (no ``edits``), or an image
             that cannot be read (naming it).
     """
     scorer = EditScorer(config)
@@ -284,7 +285,7 @@ def score_edits(images: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Edit
     for folder in read_prompt_folders(images):
         case = folder.metadata
         if "edits" not in case or case.get("tag") not in EDIT_TYPES:
-            raise ValueError(
+            raise UserError(
                 f"{folder.path / 'metadata.jsonl'} is not a ShapesEdit case (no 'edits', or another 'tag'); "
                 "write the cases with `pdgen eval edit-cases` and predict from their cases.jsonl"
             )

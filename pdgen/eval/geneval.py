@@ -20,6 +20,12 @@ world (`pdgen.world.detect.WorldDetector`). What the rules are:
 4. An image is correct when every clause passes; a tag's score is the mean over its images and the
    overall score is the plain mean of the tag scores.
 
+Every decision is taken in the detector's precision, float32, whatever type the scores and boxes arrive
+as: the official detector hands over float32 arrays and the scorer compares in float32, so a score of
+exactly float32(0.3) fails the 0.3 threshold (in float64 it is 0.30000001 and would pass), and a box pair on
+the +-0.5 boundary of a relation falls the way float32 rounds it. Scores are thresholded before they are
+sorted: a NaN score fails the threshold, and sorting it first would scramble the order of the others.
+
 One deliberate difference: where the official scorer joins a *set* of relations (an order that changes
 between Python runs), this engine lists them in the fixed order left of, right of, above, below.
 """
@@ -35,11 +41,15 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from pdgen.errors import UserError
 from pdgen.eval.samples import read_prompt_folders
 from pdgen.images import open_image
 from pdgen.scene.vocabulary import COLORS, RELATIONS, TAGS
 
 Box = tuple[float, float, float, float]
+
+PRECISION = np.float32
+"""The dtype of the official detector's boxes and scores, in which every rule decides."""
 
 
 @dataclass(frozen=True)
@@ -103,14 +113,15 @@ class ImageResult:
 
 
 def compute_iou(a: Box, b: Box) -> float:
-    """IoU with GenEval's +1-pixel area convention (used only by the optional NMS)."""
+    """IoU with GenEval's +1-pixel area convention (used only by the optional NMS), in `PRECISION`."""
+    a32, b32 = np.asarray(a, PRECISION), np.asarray(b, PRECISION)
 
-    def area(box: Sequence[float]) -> float:
-        return max(box[2] - box[0] + 1, 0) * max(box[3] - box[1] + 1, 0)
+    def area(box: np.ndarray) -> np.floating:
+        return np.maximum(box[2] - box[0] + 1, 0) * np.maximum(box[3] - box[1] + 1, 0)
 
-    inter = area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
-    union = area(a) + area(b) - inter
-    return inter / union if union else 0.0
+    inter = area(np.concatenate([np.maximum(a32[:2], b32[:2]), np.minimum(a32[2:], b32[2:])]))
+    union = area(a32) + area(b32) - inter
+    return float(inter / union) if union else 0.0
 
 
 def relative_position(a: Box, b: Box, threshold: float = 0.1) -> tuple[str, ...]:
@@ -118,14 +129,15 @@ def relative_position(a: Box, b: Box, threshold: float = 0.1) -> tuple[str, ...]
 
     Worked example: a = (0, 0, 10, 10), b = (20, 2, 30, 12): offset (-20, -2), sizes sum (20, 20), so the
     revised offset is (-(20 - 2), -max(2 - 2, 0)) = (-18, 0); divided by |offset| = 20.1 that is
-    (-0.90, 0): 'left of' only.
+    (-0.90, 0): 'left of' only. Computed in `PRECISION` (float32), as the official scorer does with its
+    detector's boxes: near +-0.5 the two precisions can disagree.
     """
-    ca = np.array([(a[0] + a[2]) / 2, (a[1] + a[3]) / 2])
-    cb = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
-    dims = np.abs(np.array([a[2] - a[0], a[3] - a[1]])) + np.abs(np.array([b[2] - b[0], b[3] - b[1]]))
+    a32, b32 = np.asarray(a, PRECISION), np.asarray(b, PRECISION)  # (x1, y1, x2, y2)
+    ca, cb = (a32[:2] + a32[2:]) / 2, (b32[:2] + b32[2:]) / 2  # centres (x, y)
+    dims = np.abs(a32[2:] - a32[:2]) + np.abs(b32[2:] - b32[:2])  # summed (width, height)
     offset = ca - cb
-    revised = np.maximum(np.abs(offset) - threshold * dims, 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
+    revised = np.maximum(np.abs(offset) - PRECISION(threshold) * dims, 0) * np.sign(offset)
+    if np.all(np.abs(revised) < PRECISION(1e-3)):
         return ()
     dx, dy = revised / np.linalg.norm(offset)
     found = {"left of": dx < -0.5, "right of": dx > 0.5, "above": dy < -0.5, "below": dy > 0.5}
@@ -135,22 +147,29 @@ def relative_position(a: Box, b: Box, threshold: float = 0.1) -> tuple[str, ...]
 def select_detections(
     detections: Iterable[Detection], tag: str, options: ScoringOptions = DEFAULT_OPTIONS
 ) -> dict[str, list[Detection]]:
-    """Rule 1: threshold, order by score, keep at most `max_objects`, optional NMS; empty classes omitted."""
-    threshold = options.counting_threshold if tag == "counting" else options.threshold
+    """Rule 1: threshold, order by score, keep at most `max_objects`, optional NMS; empty classes omitted.
+
+    Scores are compared in `PRECISION`; the threshold comes first, so a NaN score (which fails it) never
+    enters the sort, where it would compare false with everything and scramble the others' order.
+    """
+    threshold = PRECISION(options.counting_threshold if tag == "counting" else options.threshold)
     by_class: dict[str, list[Detection]] = {}
     for d in detections:
         by_class.setdefault(d.name, []).append(d)
     kept: dict[str, list[Detection]] = {}
     for name, ds in by_class.items():
+        scores = [PRECISION(d.score) for d in ds]
+        passing = [i for i in range(len(ds)) if scores[i] > threshold]
         # Descending score; ties go to the later detection, as numpy's reversed ascending argsort does.
-        order = sorted(range(len(ds)), key=lambda i: (ds[i].score, i), reverse=True)
-        ordered = [ds[i] for i in order if ds[i].score > threshold][: options.max_objects]
+        order = sorted(passing, key=lambda i: (scores[i], i), reverse=True)
+        ordered = [ds[i] for i in order][: options.max_objects]
         chosen: list[Detection] = []
         while ordered:
             best = ordered.pop(0)
             chosen.append(best)
             if options.max_overlap < 1:
-                ordered = [d for d in ordered if compute_iou(best.box, d.box) < options.max_overlap]
+                overlap = PRECISION(options.max_overlap)
+                ordered = [d for d in ordered if PRECISION(compute_iou(best.box, d.box)) < overlap]
         if chosen:
             kept[name] = chosen
     return kept
@@ -250,7 +269,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
     for row in rows:
         per_tag.setdefault(row["tag"], []).append(bool(row["correct"]))
     if not per_tag:
-        raise ValueError("no results to summarize")
+        raise UserError("no results to summarize")
     summary = {tag: float(np.mean(per_tag[tag])) for tag in sorted(per_tag, key=_tag_order)}
     summary["overall"] = float(np.mean([summary[tag] for tag in per_tag]))
     summary["image_mean"] = float(np.mean([c for cs in per_tag.values() for c in cs]))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pdgen.errors import UserError
 from pdgen.eval.samples import PromptFolder, read_prompt_folders
 from pdgen.trajectory import JSON_NAME
 
@@ -40,6 +41,7 @@ def report_path(images: Path, benchmark: str) -> Path:
     """Where `pdgen eval <benchmark>` writes its JSON report unless told `--out`: beside the images it
     scored, where `pdgen view html` finds the verdicts."""
     return images / f"eval_{benchmark}.json"
+
 
 COST_FIGURES = (
     ("images drawn", "mean_images"),
@@ -87,7 +89,7 @@ def read_predictions(root: str | Path) -> list[Prediction]:
     folder's name (`0003.png` and `trajectory/0003/` are sample 3).
 
     Raises:
-        ValueError: as `read_prompt_folders`, or for a costs.json or generation.json that is not a JSON
+        UserError: as `read_prompt_folders`, or for a costs.json or generation.json that is not a JSON
             object (naming it).
     """
     predictions = []
@@ -121,7 +123,7 @@ def cost_summary(root: str | Path) -> dict[str, float] | None:
     one); otherwise read from summary.json.
 
     Raises:
-        ValueError: for a costs.json or summary.json that is not a JSON object (naming the file).
+        UserError: for a costs.json or summary.json that is not a JSON object (naming the file).
     """
     # Imported here: `pdgen.inference` imports torch, which reading folders and the viewer do not need.
     from pdgen.inference.costs import Costs, summarise
@@ -144,7 +146,7 @@ def _read_object(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise UserError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+        raise UserError(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value

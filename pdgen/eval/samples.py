@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from pdgen.errors import UserError
 from pdgen.io import write_atomic
 
 SAMPLE_NAME = re.compile(r"\d+\.png")
@@ -52,12 +53,12 @@ def read_prompt_folders(root: str | Path, require_tag: bool = True) -> list[Prom
             for plain prompts carry only `{"prompt": ...}`, which the viewer reads with False.
 
     Raises:
-        ValueError: if `root` is not a folder, or a prompt folder's metadata.jsonl is missing or is not
+        UserError: if `root` is not a folder, or a prompt folder's metadata.jsonl is missing or is not
             one JSON object (with a `tag` when `require_tag`).
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"GenEval image folder {root} does not exist")
+        raise UserError(f"GenEval image folder {root} does not exist")
     folders = []
     for sub in sorted(
         (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
@@ -66,11 +67,11 @@ def read_prompt_folders(root: str | Path, require_tag: bool = True) -> list[Prom
         try:
             metadata = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{meta_path}: expected one JSON object ({error})") from error
+            raise UserError(f"{meta_path}: expected one JSON object ({error})") from error
         if not isinstance(metadata, dict):
-            raise ValueError(f"{meta_path}: expected one JSON object, found {type(metadata).__name__}")
+            raise UserError(f"{meta_path}: expected one JSON object, found {type(metadata).__name__}")
         if require_tag and "tag" not in metadata:
-            raise ValueError(f"{meta_path}: expected a GenEval metadata object with a 'tag'")
+            raise UserError(f"{meta_path}: expected a GenEval metadata object with a 'tag'")
         samples = sub / "samples"
         names = (
             sorted(p for p in samples.iterdir() if SAMPLE_NAME.fullmatch(p.name)) if samples.is_dir() else []

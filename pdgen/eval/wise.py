@@ -51,6 +51,7 @@ from typing import Any
 
 from PIL import Image
 
+from pdgen.errors import UserError
 from pdgen.eval.samples import read_prompt_folders
 from pdgen.images import UnreadableImage, open_image
 from pdgen.judges.openai import ChatClient, ChatError, InvalidReply, image_part, text_part
@@ -132,15 +133,15 @@ def load_prompts(paths: str | Path | Sequence[str | Path], schema: str = "auto")
             with its ID range; legacy when both do (a subset with ambiguous labels).
 
     Raises:
-        ValueError: naming the file and the record's position (and prompt_id) for a record that is not
+        UserError: naming the file and the record's position (and prompt_id) for a record that is not
             an object, lacks a key, has a value of the wrong type, repeats an ID, or whose `Category`
             disagrees with its ID range; for an unknown `schema`.
     """
     if schema != "auto" and schema not in SCHEMAS:
-        raise ValueError(f"unknown WISE schema {schema!r}; expected auto, {', '.join(SCHEMAS)}")
+        raise UserError(f"unknown WISE schema {schema!r}; expected auto, {', '.join(SCHEMAS)}")
     paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     if not paths:
-        raise ValueError("no WISE prompt file given")
+        raise UserError("no WISE prompt file given")
     digest = hashlib.sha256()
     records: list[tuple[str, dict[str, Any]]] = []  # (where, record)
     seen: dict[int, str] = {}
@@ -149,12 +150,12 @@ def load_prompts(paths: str | Path | Sequence[str | Path], schema: str = "auto")
             data = path.read_bytes()
             document = json.loads(data)
         except OSError as error:
-            raise ValueError(f"cannot read WISE prompt file {path} ({error})") from error
+            raise UserError(f"cannot read WISE prompt file {path} ({error})") from error
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+            raise UserError(f"{path}: not valid JSON ({error})") from error
         digest.update(data)
         if not isinstance(document, list):
-            raise ValueError(
+            raise UserError(
                 f"{path}: expected a JSON array of prompt records, found {type(document).__name__}"
             )
         for position, record in enumerate(document):
@@ -162,7 +163,7 @@ def load_prompts(paths: str | Path | Sequence[str | Path], schema: str = "auto")
             _check_record(record, where)
             where += f" (prompt_id {record['prompt_id']})"
             if record["prompt_id"] in seen:
-                raise ValueError(f"{where}: prompt_id repeats {seen[record['prompt_id']]}")
+                raise UserError(f"{where}: prompt_id repeats {seen[record['prompt_id']]}")
             seen[record["prompt_id"]] = where
             records.append((where, record))
     chosen = _choose_schema(records, schema)
@@ -184,15 +185,15 @@ def load_prompts(paths: str | Path | Sequence[str | Path], schema: str = "auto")
 
 def _check_record(record: object, where: str) -> None:
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, found {type(record).__name__}")
+        raise UserError(f"{where}: expected a JSON object, found {type(record).__name__}")
     for key, kind in REQUIRED_KEYS.items():
         if key not in record:
-            raise ValueError(f"{where}: missing key {key!r} (a WISE record has {', '.join(REQUIRED_KEYS)})")
+            raise UserError(f"{where}: missing key {key!r} (a WISE record has {', '.join(REQUIRED_KEYS)})")
         value = record[key]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"{where}: {key} must be a {kind.__name__}, found {value!r}")
+            raise UserError(f"{where}: {key} must be a {kind.__name__}, found {value!r}")
     if not record["Prompt"].strip():
-        raise ValueError(f"{where}: Prompt is empty")
+        raise UserError(f"{where}: Prompt is empty")
 
 
 def _schema_problem(where: str, record: dict[str, Any], schema: WiseSchema) -> str | None:
@@ -219,7 +220,7 @@ def _choose_schema(records: Sequence[tuple[str, dict[str, Any]]], name: str) -> 
         problems[schema.name] = found
     # Name the first misfit of the release the file fits best.
     best = min(problems.values(), key=len)
-    raise ValueError(
+    raise UserError(
         best[0] + ("" if name != "auto" else " (checked against the legacy and verified releases)")
     )
 
@@ -368,7 +369,7 @@ def find_images(images: str | Path, prompts: Iterable[WisePrompt]) -> dict[int, 
     folder whose metadata.jsonl carries the prompt's `prompt_id` (its first sample image)."""
     root = Path(images)
     if not root.is_dir():
-        raise ValueError(f"WISE image folder {root} does not exist")
+        raise UserError(f"WISE image folder {root} does not exist")
     wanted = {p.prompt_id for p in prompts}
     found = {pid: root / f"{pid}.png" for pid in wanted if (root / f"{pid}.png").is_file()}
     if any(sub.name.isdigit() and sub.is_dir() for sub in root.iterdir()):
@@ -432,12 +433,12 @@ def summarize(rows: Sequence[Mapping[str, Any]], schema: WiseSchema) -> dict[str
     """Per-category scores, both overalls and the failure count of judged rows (see the module doc).
 
     Raises:
-        ValueError: when no row has a score (naming how many failed).
+        UserError: when no row has a score (naming how many failed).
     """
     judged = [row for row in rows if row.get("error") is None]
     failed = [row["prompt_id"] for row in rows if row.get("error") is not None]
     if not judged:
-        raise ValueError(f"no WISE prompt was judged ({len(failed)} failed): nothing to summarize")
+        raise UserError(f"no WISE prompt was judged ({len(failed)} failed): nothing to summarize")
     categories = {}
     for category in CATEGORIES:
         scores = [row["wiscore"] for row in judged if row["category"] == category]

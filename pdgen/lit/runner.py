@@ -27,8 +27,8 @@ import warnings
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from pdgen.cli import NO_CHECKPOINT, UserError, checkpoint_exists, missing_file
 from pdgen.console import stderr_is_terminal
+from pdgen.errors import NO_CHECKPOINT, UserError, checkpoint_exists, missing_file
 from pdgen.lit.checkpoint_io import CheckpointError, check_checkpoint_file
 from pdgen.lit.guard import TrainingDiverged
 from pdgen.lit.progress import ProgressLog
@@ -114,7 +114,7 @@ def run(args: list[str] | None) -> None:
                 "enable_progress_bar": stderr_is_terminal(),
                 "plugins": [{"class_path": "pdgen.lit.checkpoint_io.AtomicCheckpointIO"}],
             },
-            parser_kwargs={"prog": "pdgen"},
+            parser_kwargs={"prog": "pdgen", "parser_mode": "omegaconf"},  # configs may say ${...}
             args=args,
         )
     except (TrainingDiverged, CheckpointError) as error:

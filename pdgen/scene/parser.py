@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
+from pdgen.errors import UserError
 from pdgen.scene.graph import Relation, SceneGraph, SceneObject, inflect_engine
 from pdgen.scene.vocabulary import COLORS, GENEVAL_CLASSES, SHAPE_CLASSES
 
@@ -48,7 +49,7 @@ PREFIXES: tuple[tuple[str, ...], ...] = tuple(
 DETERMINERS = {"a": 1, "an": 1, "one": 1, "the": None}
 
 
-class ParseError(ValueError):
+class ParseError(UserError):
     """A prompt the parser could not read; `words` are the words it did not understand."""
 
     def __init__(self, message: str, words: Sequence[str] = ()) -> None:

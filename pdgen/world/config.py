@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from pdgen.errors import UserError
 from pdgen.scene.vocabulary import SHAPE_CLASSES
 
 
@@ -70,7 +71,7 @@ class WorldConfig:
     def from_name(cls, name: str, **overrides) -> WorldConfig:
         """A preset by name ('default', 'large', 'all') with field overrides."""
         if name not in PRESETS:
-            raise ValueError(f"unknown world preset {name!r}; presets are {sorted(PRESETS)}")
+            raise UserError(f"unknown world preset {name!r}; presets are {sorted(PRESETS)}")
         return replace(PRESETS[name], **overrides)
 
 

@@ -8,7 +8,6 @@ still a function of the seed, and counts the dead end by the operation that hit 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 from pdgen.editors.world import WorldEditor
+from pdgen.errors import UserError
+from pdgen.io import write_atomic
 from pdgen.scene.graph import SceneGraph
 from pdgen.scene.parser import parse
 from pdgen.scene.plan import StepGoal, plan
@@ -59,7 +60,7 @@ def rollout(
     graph = parse(prompt) if isinstance(prompt, str) else prompt
     missing = sorted({o.name for o in graph.objects} - set(config.classes))
     if missing:
-        raise ValueError(
+        raise UserError(
             f"{graph.describe()!r} names {missing}, which are not in the world's classes {config.classes}"
         )
     rng = np.random.default_rng(seed)
@@ -78,7 +79,7 @@ def rollout(
                 dead_ends[goal.op] += 1
             continue
         return steps
-    raise ValueError(
+    raise UserError(
         f"no layout of {graph.describe()!r} fits a {config.grid}x{config.grid} grid in {attempts} attempts"
     )
 
@@ -104,7 +105,5 @@ def write_rollout(steps: list[WorldStep], folder: str | Path) -> list[Path]:
 
 
 def _save(image: Image.Image, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_atomic(path, lambda file: image.save(file, format="PNG"))
     return path

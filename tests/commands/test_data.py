@@ -87,3 +87,12 @@ def test_build_refuses_a_checkpoint_that_is_not_there(tmp_path):
 def test_build_refuses_conflict_options_for_another_subset(tmp_path):
     with pytest.raises(SystemExit, match="options of the conflict subset"):
         main(["data", "build", "alignment", "--out", str(tmp_path / "a"), "--from_ckpt", "x.ckpt"])
+
+
+def test_a_prompt_file_that_does_not_read_is_a_short_error_naming_its_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"^pdgen data parse: cannot read --file \S+missing.txt"):
+        main(["data", "parse", "--file", str(tmp_path / "missing.txt")])
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a photo of a cat"}\nnot JSON\n')
+    with pytest.raises(SystemExit, match=r'prompts.jsonl:2: expected a JSON object with a "prompt" on each'):
+        main(["data", "parse", "--file", str(prompts)])

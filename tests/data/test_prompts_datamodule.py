@@ -5,9 +5,9 @@ import json
 import pytest
 from PIL import Image
 
-from pdgen.cli import UserError
 from pdgen.data.prompts import PredictRequest, PromptsDataModule, read_prompts, sample_seed
 from pdgen.data.tokenizer import save_tokenizer
+from pdgen.errors import UserError
 from pdgen.inference import ModelDecides
 from pdgen.inference.baselines import ExternalInspector, ExternalPlanner
 

@@ -1,7 +1,9 @@
 """The rules engine against hand-worked cases, one per rule and reason string of the official scorer."""
 
 import json
+import math
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -51,7 +53,30 @@ def test_relative_position_worked_examples():
     assert relative_position((0, 0, 10, 10), (12, 0, 22, 10), threshold=0.6) == ()
 
 
+def test_a_relation_on_the_half_boundary_falls_the_way_float32_rounds_it():
+    # float32 box values (what the detector hands over), given as Python floats. In float32 dx is exactly
+    # 0.5, not > 0.5: 'below' only, as the official scorer decides; float64 would make dx 0.50000001 and
+    # add 'right of'.
+    a = (3.432375431060791, 5.0, 5.432375431060791, 7.0)
+    assert all(float(np.float32(v)) == v for v in a)
+    assert relative_position(a, (0.0, 0.0, 2.0, 2.0)) == ("below",)
+
+
 # ---- rule 1: selection ----------------------------------------------------------------------------------
+
+
+def test_a_score_of_exactly_float32_0_3_fails_the_threshold_whatever_its_type():
+    # The official scorer compares float32 scores with 0.3 in float32, where they are equal; as a Python
+    # float the same score is 0.30000001 > 0.3.
+    score = np.float32(0.3)
+    for given in (score, float(score)):
+        assert select_detections([det("cat", (0, 0, 5, 5), given)], "single_object") == {}
+
+
+def test_a_nan_score_is_dropped_without_scrambling_the_order_of_the_others():
+    scores = [0.5, math.nan, 0.9, 0.7]
+    ds = [det("cat", (i, 0, i + 5, 5), score) for i, score in enumerate(scores)]
+    assert [d.score for d in select_detections(ds, "single_object")["cat"]] == [0.9, 0.7, 0.5]
 
 
 def test_threshold_is_strict_and_counting_uses_0_9():

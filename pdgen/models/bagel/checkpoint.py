@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pdgen.io import atomic_path, write_atomic
 from pdgen.models.bagel.config import PRESETS, AutoEncoderConfig, BagelConfig, LLMConfig, ViTConfig
 
 if TYPE_CHECKING:
@@ -246,19 +245,8 @@ def _materialise_leftovers(model: BagelTrunk, device: torch.device, dtype: torch
                 p.data = p.data.to(dtype)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Writes via a temp file in the same directory and `os.replace`, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same filesystem, so os.replace is atomic
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n"))
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 def save_trunk(model: BagelTrunk, directory: str | Path) -> None:
@@ -276,6 +264,5 @@ def save_trunk(model: BagelTrunk, directory: str | Path) -> None:
     tensors = {key: t.detach().to("cpu").contiguous() for key, t in model.state_dict().items()}
     for name, wanted in ((MODEL_FILE, False), (AE_FILE, True)):
         part = {key_in_file(k): t for k, t in tensors.items() if k.startswith(AE_PREFIX) == wanted}
-        _atomic_write(
-            directory / name, lambda tmp, part=part: save_file(part, str(tmp), metadata={"format": "pt"})
-        )
+        with atomic_path(directory / name) as tmp:
+            save_file(part, str(tmp), metadata={"format": "pt"})
