@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from pdgen.models.attention import PackedAttentionMeta, SplitMode, _warn_fallback, packed_attention
+from pdgen.models.attention import _warn_fallback, packed_attention, sdpa_layout
+from pdgen.models.mask import PackedAttentionMeta, SplitMode
 
 
 def test_rule_on_text_noised_image_clean_image_text():
@@ -105,7 +106,7 @@ def test_sdpa_batches_samples_of_similar_length_and_pads_them():
     # Three samples of 10-11 tokens share a batch (padding costs < 25 % more attention); 30 and 1 go alone.
     lens = [11, 30, 10, 1, 10]
     meta = PackedAttentionMeta.from_splits(lens, lens, ["causal"] * len(lens))
-    layout = meta.sdpa_layout(torch.float32)
+    layout = sdpa_layout(meta, torch.float32)
     assert layout.batches == [(1, 30), (3, 11), (1, 1)]
     assert [m.shape for m in layout.masks] == [(1, 1, 30, 30), (3, 1, 11, 11), (1, 1, 1, 1)]
     padded = layout.masks[1][1, 0]  # the 10-token sample in an 11-wide batch: its 11th slot is padding
