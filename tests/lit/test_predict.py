@@ -10,6 +10,7 @@ from world_packs import FROM_SCRATCH
 
 from pdgen.cli import main
 from pdgen.data.tokenizer import save_tokenizer
+from pdgen.lit.module import ScheduleConfig
 from pdgen.lit.predict import load_ema_weights
 
 PROMPTS = ["a photo of a red circle left of a blue square", "a photo of a green triangle"]
@@ -31,7 +32,7 @@ def checkpoint(world_packs, tmp_path_factory):
             "--data",
             "world_packs.WorldPacks",
             *FROM_SCRATCH,
-            "--model.init_args.warmup_steps",
+            "--model.init_args.schedule.warmup_steps",
             "1",
             "--trainer.max_steps",
             "1",
@@ -110,7 +111,7 @@ def test_predict_writes_every_prompt_then_resumes_without_redoing_any(checkpoint
 
 def test_the_checkpoints_ema_average_replaces_the_raw_weights(checkpoint, make_module):
     ckpt, _ = checkpoint
-    module = make_module(warmup_steps=1)
+    module = make_module(schedule=ScheduleConfig(warmup_steps=1))
     raw = torch.load(ckpt, weights_only=True)
     module.load_state_dict(raw["state_dict"])
     shadow = raw["callbacks"]["EMA"]["shadow"]

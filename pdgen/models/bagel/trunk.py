@@ -8,7 +8,7 @@ and scattered into one (T, C) sequence:
 - VAE tokens of images the model *draws* or reads back: autoencoder latent, 2x2 latent pixels folded into one
   64-d token, noised to the token's flow time t, -> `vae2llm` + `time_embedder(t)` + `latent_pos_embed`.
 
-Then the Qwen2-MoT decoder runs over the sequence with BAGEL's packed mask (`pdgen.models.attention`);
+Then the Qwen2-MoT decoder runs over the sequence with BAGEL's packed mask (`pdgen.models.mask`);
 VAE tokens take the `*_moe_gen` expert, everything else the understanding expert. `forward` returns the
 hidden states and, for the noised tokens, the flow target `eps - x0`; `lm_logits` and `velocity` read
 the two output heads at given positions. `forward_cached` is the inference path over a `KVCache`.
