@@ -1,11 +1,10 @@
 """No import cycle between modules of `pdgen`, lazy imports included, read from the source with `ast`.
 
-Every `import` and `from ... import` counts wherever it stands (module level, inside a function, in a
-`try`), relative imports are resolved, and `from package import name` points at the submodule when `name`
-is one, else at the package's `__init__`. Two kinds of import are left out, because neither runs:
-those under `if TYPE_CHECKING:` (annotations only), and the parent packages a dotted import executes
-first (`import pdgen.a.b` runs `pdgen/a/__init__.py`, but a package re-exporting its submodules is not
-a cycle with each of them).
+Every `import` and `from ... import` counts wherever it stands (module level, inside a function, under
+`if TYPE_CHECKING:`), relative imports are resolved, and `from package import name` points at the submodule
+when `name` is one, else at the package's `__init__`. Left out: the parent packages a dotted import executes
+first (`import pdgen.a.b` runs `pdgen/a/__init__.py`, but a package re-exporting its submodules is not a
+cycle with each of them), and imports by computed name (`importlib.import_module`, a config's class_path).
 """
 
 from __future__ import annotations
@@ -26,21 +25,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[str, str | None]]:
     """(module, name) pairs a module imports: `import a.b` is ("a.b", None), `from a import b` ("a", "b")."""
     names: list[tuple[str, str | None]] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.extend((alias.name, None) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -51,10 +39,6 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[s
             else:
                 source = node.module or ""
             names.extend((source, None if alias.name == "*" else alias.name) for alias in node.names)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
     return names
 
 
@@ -97,10 +81,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_graph_sees_lazy_and_relative_imports():
-    lines = ["from . import b", "from .c import d", "def f():", "    import pdgen.x.e"]
-    tree = ast.parse("\n".join([*lines, "if TYPE_CHECKING:", "    import z"]))
+    lines = ["from . import b", "from .c import d", "def f():", "    import pdgen.x.e", "if TYPE_CHECKING:"]
+    tree = ast.parse("\n".join([*lines, "    from pdgen import z"]))
     names = imported_names(tree, "pdgen.x.a", is_package=False)
-    assert names == [("pdgen.x", "b"), ("pdgen.x.c", "d"), ("pdgen.x.e", None)]
+    expected = [("pdgen", "z"), ("pdgen.x", "b"), ("pdgen.x.c", "d"), ("pdgen.x.e", None)]
+    assert sorted(names, key=str) == expected
     assert imported_names(ast.parse("from . import a"), "pdgen.x", is_package=True) == [("pdgen.x", "a")]
 
 
