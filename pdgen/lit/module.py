@@ -209,12 +209,13 @@ class ProcessDrivenModule(LightningModule):
                 it first, in a child process, and says so in the log.
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
         self.schedule = _as_config(schedule, ScheduleConfig)
         self.lora = _as_config(lora, LoRAConfig)
-        # Plain dicts in the hyperparameters, as LightningCLI records them: checkpoints stay `weights_only`.
-        self.hparams.schedule = dataclasses.asdict(self.schedule)
-        self.hparams.lora = dataclasses.asdict(self.lora)
+        # The hyperparameters hold the groups as plain dicts, as LightningCLI records them: a checkpoint with
+        # a dataclass in it could not be read with `weights_only=True`. `save_hyperparameters` reads the
+        # arguments from this frame, so they are rebound first.
+        schedule, lora = dataclasses.asdict(self.schedule), dataclasses.asdict(self.lora)
+        self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
         self.trunk = build_trunk(trunk, attn_impl)
         self.trunk.language_model.model.gradient_checkpointing = gradient_checkpointing
