@@ -166,9 +166,9 @@ class ProcessDrivenModule(LightningModule):
         timestep_shift: float | None = None,
         timestep_distribution: TimestepDistribution = "logit_normal",
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        schedule: ScheduleConfig = ScheduleConfig(),  # noqa: B008 (frozen: one shared default is safe)
+        schedule: ScheduleConfig = ScheduleConfig(),  # frozen: one shared default is safe
         finetune: FineTune = "full",
-        lora: LoRAConfig = LoRAConfig(),  # noqa: B008 (frozen)
+        lora: LoRAConfig = LoRAConfig(),
         freeze: list[Freezable] | None = None,
         separate_lm_heads: bool = False,
         gradient_checkpointing: bool = False,
