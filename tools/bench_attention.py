@@ -40,7 +40,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pdgen.models.attention import PackedAttentionMeta, flex_block_mask, packed_attention
+from pdgen.models.attention import flex_block_mask, packed_attention
+from pdgen.models.mask import PackedAttentionMeta
 
 Layout = dict[str, list]  # {"sample_lens": [...], "split_lens": [...], "split_modes": [...]}
 TILES = [(128, 128), (128, 64), (64, 64)]

@@ -18,7 +18,7 @@ import sys
 import torch
 
 from pdgen.models.bagel import BagelConfig, BagelTrunk
-from pdgen.models.bagel.checkpoint import CheckpointError, check_directory, expected_shapes
+from pdgen.models.bagel.checkpoint import CheckpointError, expected_shapes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        config, report = check_directory(args.dir, BagelTrunk)
+        config, report = BagelTrunk.check_directory(args.dir)
     except (CheckpointError, ValueError) as err:
         print(err, file=sys.stderr)
         return 1

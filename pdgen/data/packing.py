@@ -69,7 +69,7 @@ import torch
 from PIL import Image
 
 from pdgen.data.tokenizer import SpecialTokenIds, encode_text
-from pdgen.models.attention import PackedAttentionMeta
+from pdgen.models.mask import PackedAttentionMeta
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
 

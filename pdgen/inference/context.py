@@ -43,8 +43,9 @@ from typing import Literal
 import torch
 
 from pdgen.inference.costs import Costs
-from pdgen.models.attention import PackedAttentionMeta, packed_attention
+from pdgen.models.attention import packed_attention
 from pdgen.models.bagel import BagelTrunk, KVCache
+from pdgen.models.mask import PackedAttentionMeta
 
 Part = Literal["prompt", "text", "image"]
 """What a written block is; an unconditional context leaves out one part or two."""

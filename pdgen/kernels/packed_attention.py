@@ -4,7 +4,7 @@ Why a kernel of our own: a pack of ~33K tokens holds many trajectories; each mix
 bidirectional clean images and noised images that nothing else may see. The dense mask of the
 reference is O(T^2) memory and spends most of its work on pairs it then throws away; FlexAttention
 is generic. Here the mask is never materialised: the kernel re-evaluates BAGEL's rule
-(``pdgen.models.attention.may_attend``, the very same function, compiled by ``triton.jit``) from
+(``pdgen.models.mask.may_attend``, the very same function, compiled by ``triton.jit``) from
 per-token metadata, and only on the tiles that need it.
 
 Tiles. The (query, key) plane of a pack is cut into tiles of TILE_M queries x TILE_N keys. Once per
@@ -48,7 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pdgen.models.attention import PackedAttentionMeta, may_attend
+from pdgen.models.mask import PackedAttentionMeta, may_attend
 
 SKIP, PARTIAL, FULL = 0, 1, 2
 

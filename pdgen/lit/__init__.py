@@ -7,7 +7,7 @@ progress lines for log files (progress.py) and LightningCLI as `pdgen fit|valida
 from pdgen.lit.callbacks import EMA, TrajectoryLogger
 from pdgen.lit.checkpoint_io import AtomicCheckpointIO
 from pdgen.lit.guard import DivergenceGuard
-from pdgen.lit.module import ProcessDrivenModule
+from pdgen.lit.module import LoRAConfig, ProcessDrivenModule, ScheduleConfig
 from pdgen.lit.shapes_eval import ShapesEvalMonitor
 from pdgen.lit.writer import PredictionWriter
 
@@ -15,8 +15,10 @@ __all__ = [
     "EMA",
     "AtomicCheckpointIO",
     "DivergenceGuard",
+    "LoRAConfig",
     "PredictionWriter",
     "ProcessDrivenModule",
+    "ScheduleConfig",
     "ShapesEvalMonitor",
     "TrajectoryLogger",
 ]

@@ -18,17 +18,25 @@ full fine-tune, LoRA through peft on chosen modules of either expert, QLoRA (LoR
 base), freezing the understanding expert / ViT (the autoencoder is always frozen, as in BAGEL), gradient
 checkpointing, the packed-attention implementation. The optimizer is injected (`optimizer:` in a config, e.g.
 `bitsandbytes.optim.AdamW8bit` for 8-bit AdamW) and applied to trainable parameters only; the schedule is
-linear warm-up then cosine to `min_lr_ratio`.
+linear warm-up then cosine to `schedule.min_lr_ratio`.
+
+Options that belong together are nested config dataclasses, as torchtitan nests its job config: `lora`
+(`LoRAConfig`: rank, alpha, dropout, experts) and `schedule` (`ScheduleConfig`: warmup_steps, min_lr_ratio,
+steps); a config sets them as `lora: {rank: 16}` and the command line as `--model.init_args.lora.rank 16`.
+The module's hyperparameters (and so its checkpoints) hold them as plain dicts, which `weights_only` loading
+reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +57,53 @@ log = logging.getLogger(__name__)
 
 FineTune = Literal["full", "lora", "qlora"]
 Freezable = Literal["und", "vit", "vae"]
+Expert = Literal["und", "gen"]
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA adapters, for `finetune: lora` or `qlora` (peft; scale = alpha / rank).
+
+    Args:
+        rank: LoRA rank r.
+        alpha: LoRA scale numerator (scale = alpha / r).
+        dropout: dropout on the LoRA input.
+        experts: which experts' projections get adapters, `und` and/or `gen` (default: both).
+    """
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    experts: list[Expert] | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule: linear warm-up, then cosine decay to a floor.
+
+    Args:
+        warmup_steps: linear warm-up steps before the cosine decay.
+        min_lr_ratio: the cosine schedule ends at this fraction of the peak learning rate.
+        steps: length of warm-up + cosine in optimizer steps; None takes the trainer's estimate
+            (`max_steps`, or epochs x batches). Set it to stop early on the same schedule.
+    """
+
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.0
+    steps: int | None = None
+
+    def factor(self, step: int, total: int) -> float:
+        """The learning rate at optimizer step `step` as a fraction of the peak, over `total` steps."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min((step - self.warmup_steps) / max(total - self.warmup_steps, 1), 1.0)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _as_config(value: Any, cls: type) -> Any:
+    """A group given as its dataclass, or as the plain dict a checkpoint's hyperparameters hold."""
+    return cls(**value) if isinstance(value, dict) else value
+
 
 # LoRA targets per expert (peft full-matches a string target as a regex against module names): the attention
 # and MLP projections of the decoder layers. The generation expert's copies carry the `_moe_gen` suffix.
@@ -111,14 +166,9 @@ class ProcessDrivenModule(LightningModule):
         timestep_shift: float | None = None,
         timestep_distribution: TimestepDistribution = "logit_normal",
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        warmup_steps: int = 200,
-        min_lr_ratio: float = 0.0,
-        schedule_steps: int | None = None,
+        schedule: ScheduleConfig = ScheduleConfig(),  # frozen: one shared default is safe
         finetune: FineTune = "full",
-        lora_rank: int = 16,
-        lora_alpha: float = 32.0,
-        lora_dropout: float = 0.0,
-        lora_experts: list[Literal["und", "gen"]] | None = None,
+        lora: LoRAConfig = LoRAConfig(),
         freeze: list[Freezable] | None = None,
         separate_lm_heads: bool = False,
         gradient_checkpointing: bool = False,
@@ -139,16 +189,10 @@ class ProcessDrivenModule(LightningModule):
             timestep_distribution: training flow times, `logit_normal` (BAGEL's) or `uniform`.
             optimizer: optimizer class or callable over the trainable parameters (AdamW by default;
                 `bitsandbytes.optim.AdamW8bit` gives 8-bit AdamW).
-            warmup_steps: linear warm-up steps before the cosine decay.
-            min_lr_ratio: the cosine schedule ends at this fraction of the peak learning rate.
-            schedule_steps: length of warm-up + cosine in optimizer steps; None takes the trainer's estimate
-                (`max_steps`, or epochs x batches). Set it to stop early on the same schedule.
+            schedule: the learning-rate schedule (`ScheduleConfig`: warmup_steps, min_lr_ratio, steps).
             finetune: `full` (every unfrozen parameter), `lora` (peft adapters, base frozen) or `qlora`
                 (adapters over a bitsandbytes 4-bit base).
-            lora_rank: LoRA rank r.
-            lora_alpha: LoRA scale numerator (scale = alpha / r).
-            lora_dropout: dropout on the LoRA input.
-            lora_experts: which experts' projections get adapters, `und` and/or `gen` (default: both).
+            lora: the adapters of `lora` and `qlora` (`LoRAConfig`: rank, alpha, dropout, experts).
             freeze: parts kept fixed in a full fine-tune: `und` (understanding expert of the LLM), `vit`
                 (SigLIP + connector), `vae` (always frozen anyway).
             separate_lm_heads: give the planner and the inspector each its own copy of `lm_head` instead of
@@ -165,6 +209,12 @@ class ProcessDrivenModule(LightningModule):
                 it first, in a child process, and says so in the log.
         """
         super().__init__()
+        self.schedule = _as_config(schedule, ScheduleConfig)
+        self.lora = _as_config(lora, LoRAConfig)
+        # The hyperparameters hold the groups as plain dicts, as LightningCLI records them: a checkpoint with
+        # a dataclass in it could not be read with `weights_only=True`. `save_hyperparameters` reads the
+        # arguments from this frame, so they are rebound first.
+        schedule, lora = dataclasses.asdict(self.schedule), dataclasses.asdict(self.lora)
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
         self.trunk = build_trunk(trunk, attn_impl)
@@ -314,7 +364,7 @@ class ProcessDrivenModule(LightningModule):
                     if "_moe_gen" not in name and not name.startswith("lm_head"):
                         param.requires_grad_(False)
             return
-        experts = hp.lora_experts or ["und", "gen"]
+        experts = self.lora.experts or ["und", "gen"]
         targets = [pattern for expert in experts for pattern in LORA_TARGETS[expert]]
         if hp.finetune == "qlora":
             from pdgen.lit.quantize import quantize_linear_4bit
@@ -324,9 +374,9 @@ class ProcessDrivenModule(LightningModule):
 
         self.trunk.requires_grad_(False)
         config = LoraConfig(
-            r=hp.lora_rank,
-            lora_alpha=hp.lora_alpha,
-            lora_dropout=hp.lora_dropout,
+            r=self.lora.rank,
+            lora_alpha=self.lora.alpha,
+            lora_dropout=self.lora.dropout,
             target_modules="|".join(f"(?:{t})" for t in targets),
         )
         inject_adapter_in_model(config, self.trunk)
@@ -429,15 +479,8 @@ class ProcessDrivenModule(LightningModule):
         if not params:
             raise ValueError("ProcessDrivenModule: no trainable parameters (check model.freeze / finetune)")
         optimizer = self.optimizer_factory(params)
-        total = self.hparams.schedule_steps or max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup, floor = self.hparams.warmup_steps, self.hparams.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
+        total = self.schedule.steps or max(int(self.trainer.estimated_stepping_batches), 1)
+        schedule = functools.partial(self.schedule.factor, total=total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

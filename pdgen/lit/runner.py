@@ -13,6 +13,8 @@ user of the command line needs around it.
   replaced the record of how its samples were made, and then failed.
 - Progress a log file can show: the progress bar is drawn only when stderr is a terminal (a redrawn bar
   is unreadable in a file), and `ProgressLog` writes plain lines when there is no bar.
+- A checkpoint written before `ProcessDrivenModule` grouped its arguments (`warmup_steps`, `lora_rank`, ...
+  flat) reads back into the groups (`schedule.warmup_steps`, `lora.rank`): `nest_legacy_hparams`.
 - Quiet: two messages a user can do nothing about are dropped at the place they are emitted (see
   `quiet_lightning`); every other warning still shows.
 """
@@ -24,6 +26,7 @@ import os
 import sys
 import warnings
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
@@ -65,6 +68,34 @@ class PdgenCLI(LightningCLI):
         path = self.config[self.subcommand].get("ckpt_path")
         if path is not None and not checkpoint_exists(path):
             raise missing_file("checkpoint", path, "*.ckpt", NO_CHECKPOINT)
+        model = self.config[self.subcommand].get("model")
+        if path is not None and model is not None and model.get("dict_kwargs"):
+            nest_legacy_hparams(model)  # a checkpoint older than the module's `schedule` and `lora` groups
+
+
+# Where the flat `ProcessDrivenModule` arguments of checkpoints written before its groups existed now live.
+LEGACY_HPARAMS = {
+    "warmup_steps": "schedule.warmup_steps",
+    "min_lr_ratio": "schedule.min_lr_ratio",
+    "schedule_steps": "schedule.steps",
+    "lora_rank": "lora.rank",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "lora_experts": "lora.experts",
+}
+
+
+def nest_legacy_hparams(model: Namespace) -> None:
+    """Moves the flat hyperparameters of an older checkpoint into their groups, in a parsed `model` config.
+
+    LightningCLI puts a `--ckpt_path` checkpoint's hyperparameters over the config (they win), and those it
+    does not know under `dict_kwargs`, which the module would refuse: `warmup_steps: 100` becomes
+    `schedule.warmup_steps: 100`.
+    """
+    extra = model.get("dict_kwargs") or {}
+    for old, new in LEGACY_HPARAMS.items():
+        if old in extra:
+            model[f"init_args.{new}"] = extra.pop(old)
 
 
 def quiet_lightning() -> None:

@@ -1,1 +1,2 @@
-"""Models: the BAGEL trunk (`pdgen.models.bagel`) and packed attention (`pdgen.models.attention`)."""
+"""Models: the BAGEL trunk (`pdgen.models.bagel`), the packed mask rule (`pdgen.models.mask`) and packed
+attention (`pdgen.models.attention`)."""

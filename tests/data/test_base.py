@@ -110,10 +110,10 @@ def test_a_corrupt_pair_is_counted_and_training_goes_on(built, tmp_path):
 def test_the_base_stage_trains_a_step(built, tmp_path):
     import lightning as L
 
-    from pdgen.lit.module import ProcessDrivenModule
+    from pdgen.lit.module import ProcessDrivenModule, ScheduleConfig
 
     dm = BaseDataModule(built, **{**SMALL, "num_workers": 0})
-    model = ProcessDrivenModule("tiny", warmup_steps=1)
+    model = ProcessDrivenModule("tiny", schedule=ScheduleConfig(warmup_steps=1))
     trainer = L.Trainer(
         max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,

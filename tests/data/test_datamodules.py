@@ -334,13 +334,13 @@ def test_the_alignment_subset_builds_and_packs(tmp_path):
 
 def test_the_single_pass_layout_trains_the_prompt_and_final_image_a_step(built, tmp_path):
     """The single-pass baseline reads the same shards: each sample is its prompt and final image only."""
-    from pdgen.lit.module import ProcessDrivenModule
+    from pdgen.lit.module import ProcessDrivenModule, ScheduleConfig
 
     dm = module(built, layout="single_pass", prompt_dropout=0.0)
     batch = next(iter(dm.train_dataloader()))
     assert batch.split_modes == ["causal", "noise"] * len(batch.sample_lens)
     assert batch.ce_loss_indexes.numel() == 0 and batch.packed_vit_tokens.shape[0] == 0
-    model = ProcessDrivenModule("tiny", warmup_steps=1)
+    model = ProcessDrivenModule("tiny", schedule=ScheduleConfig(warmup_steps=1))
     trainer(1, default_root_dir=tmp_path, enable_checkpointing=False).fit(model, dm)
     loss = float(model.trainer.callback_metrics["train/loss"])
     assert 0 < loss < float("inf")

@@ -97,7 +97,7 @@ def test_the_build_writes_shards_tokenizer_and_a_manifest_with_the_edit_types(tm
 def test_the_data_module_packs_the_input_image_and_trains_a_step(tmp_path):
     import lightning as L
 
-    from pdgen.lit import ProcessDrivenModule
+    from pdgen.lit import ProcessDrivenModule, ScheduleConfig
 
     dm = EditDataModule(tmp_path, num_samples=6, val_size=2, samples_per_shard=3, max_tokens=1024,
                         num_workers=0, packing="embedded")  # fmt: skip
@@ -107,7 +107,7 @@ def test_the_data_module_packs_the_input_image_and_trains_a_step(tmp_path):
     assert isinstance(batch, PackedBatch)
     quiet = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, limit_val_batches=0, **quiet)
-    module = ProcessDrivenModule(trunk="embedded", warmup_steps=1)
+    module = ProcessDrivenModule(trunk="embedded", schedule=ScheduleConfig(warmup_steps=1))
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 1 and np.isfinite(trainer.callback_metrics["train/loss"].item())
 

@@ -17,7 +17,8 @@ from pdgen.kernels.packed_attention import (
     plan_tiles,
     triton_packed_attention,
 )
-from pdgen.models.attention import PackedAttentionMeta, packed_attention
+from pdgen.models.attention import packed_attention
+from pdgen.models.mask import PackedAttentionMeta
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Tiles of 32 with blocks and steps of 16: small packs span every tile kind, and each program walks its

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pdgen.cli import main
 from pdgen.data.datamodules import MultiTurnDataModule
-from pdgen.lit import EMA, AtomicCheckpointIO, ProcessDrivenModule, TrajectoryLogger
+from pdgen.lit import EMA, AtomicCheckpointIO, ProcessDrivenModule, ScheduleConfig, TrajectoryLogger
 
 
 class LossRecorder(Callback):
@@ -88,11 +88,12 @@ def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
 
 def test_a_resumed_fit_repeats_the_uninterrupted_one(make_module, world_packs, tmp_path):
     torch.manual_seed(0)
-    _, straight, ema_straight = fit(make_module(schedule_steps=4, warmup_steps=1), world_packs, max_steps=4)
+    schedule = ScheduleConfig(warmup_steps=1, steps=4)
+    _, straight, ema_straight = fit(make_module(schedule=schedule), world_packs, max_steps=4)
 
-    trainer, first, _ = fit(make_module(schedule_steps=4, warmup_steps=1), world_packs, max_steps=2)
+    trainer, first, _ = fit(make_module(schedule=schedule), world_packs, max_steps=2)
     trainer.save_checkpoint(tmp_path / "half.ckpt")
-    resumed = make_module(schedule_steps=4, warmup_steps=1)
+    resumed = make_module(schedule=ScheduleConfig(warmup_steps=1, steps=4))
     _, rest, ema_resumed = fit(resumed, world_packs, max_steps=4, ckpt_path=tmp_path / "half.ckpt")
     assert len(first) == 2 and len(rest) == 2
     assert first + rest == pytest.approx(straight, abs=1e-6, rel=0)
@@ -127,7 +128,7 @@ def test_a_run_killed_where_it_checkpoints_and_validates_resumes_exactly(make_mo
                           val_check_interval=2, check_val_every_n_epoch=None, limit_val_batches=1,
                           plugins=[AtomicCheckpointIO()],
                           callbacks=[recorder, EMA(0.9), saver, *callbacks])  # fmt: skip
-        module = make_module(schedule_steps=4, warmup_steps=1)
+        module = make_module(schedule=ScheduleConfig(warmup_steps=1, steps=4))
         with contextlib.suppress(Killed):
             trainer.fit(module, datamodule=world_packs, ckpt_path=ckpt_path)
         return recorder.losses
@@ -151,7 +152,7 @@ def test_a_resumed_fit_on_the_shards_repeats_the_uninterrupted_one(shards, tmp_p
     # The real data path: shuffling, prompt dropout and packing resume at the pack where the fit stopped.
     def module() -> ProcessDrivenModule:
         torch.manual_seed(0)
-        return ProcessDrivenModule("embedded", schedule_steps=4, warmup_steps=1)
+        return ProcessDrivenModule("embedded", schedule=ScheduleConfig(warmup_steps=1, steps=4))
 
     _, straight, _ = fit(module(), shards(), max_steps=4)
     trainer, first, _ = fit(module(), shards(), max_steps=2)

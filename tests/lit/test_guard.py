@@ -10,6 +10,7 @@ from pdgen.cli import main
 from pdgen.lit import EMA, AtomicCheckpointIO, DivergenceGuard
 from pdgen.lit.checkpoint_io import load_checkpoint_file
 from pdgen.lit.guard import TrainingDiverged
+from pdgen.lit.module import ScheduleConfig
 
 
 def all_finite(checkpoint: dict) -> bool:
@@ -32,7 +33,7 @@ def test_a_diverging_fit_exits_non_zero_and_keeps_the_last_finite_checkpoint(eve
 
 
 def test_bad_steps_can_be_skipped_without_touching_the_weights(make_module, world_packs, tmp_path):
-    module = make_module(warmup_steps=1)
+    module = make_module(schedule=ScheduleConfig(warmup_steps=1))
     original = module.training_step
 
     def training_step(batch, batch_idx):  # the loss of step 1 is NaN
@@ -56,7 +57,7 @@ def test_bad_steps_can_be_skipped_without_touching_the_weights(make_module, worl
 
 
 def test_a_checkpoint_with_non_finite_weights_is_never_written(make_module, world_packs, tmp_path):
-    module = make_module(warmup_steps=1)
+    module = make_module(schedule=ScheduleConfig(warmup_steps=1))
     saver = ModelCheckpoint(tmp_path, save_last=True, every_n_train_steps=1)
     trainer = Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0, plugins=[AtomicCheckpointIO()],

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from pdgen.lit.module import LORA_TARGETS
+from pdgen.lit.module import LORA_TARGETS, LoRAConfig, ScheduleConfig
 
 
 def test_loss_is_ce_over_all_ce_tokens_plus_mse(make_module, world_packs):
@@ -42,7 +42,7 @@ def test_freezing_the_understanding_expert_and_vit_leaves_the_generation_expert(
 
 @pytest.mark.parametrize("expert", ["und", "gen"])
 def test_lora_targets_one_expert_by_name(make_module, expert):
-    module = make_module(finetune="lora", lora_rank=4, lora_experts=[expert])
+    module = make_module(finetune="lora", lora=LoRAConfig(rank=4, experts=[expert]))
     trainable = [name for name, p in module.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
     adapted = {name.split(".lora_")[0] for name in trainable}
@@ -53,7 +53,7 @@ def test_lora_targets_one_expert_by_name(make_module, expert):
 
 def test_lora_trains_only_adapters_and_merging_gives_base_plus_adapter(make_module, world_packs):
     base = make_module()
-    module = make_module(finetune="lora", lora_rank=4, lora_alpha=8.0)
+    module = make_module(finetune="lora", lora=LoRAConfig(rank=4, alpha=8.0))
     frozen_before = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(2):
@@ -83,7 +83,7 @@ def test_lora_trains_only_adapters_and_merging_gives_base_plus_adapter(make_modu
 
 
 def test_lora_checkpoints_hold_only_the_adapters(make_module):
-    module = make_module(finetune="lora", lora_rank=4)
+    module = make_module(finetune="lora", lora=LoRAConfig(rank=4))
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
     assert checkpoint["state_dict"] and all("lora_" in key for key in checkpoint["state_dict"])
@@ -91,7 +91,7 @@ def test_lora_checkpoints_hold_only_the_adapters(make_module):
 
 
 def test_qlora_quantizes_the_base_and_trains_adapters_on_cpu(make_module, world_packs):
-    module = make_module(finetune="qlora", lora_rank=4, lora_experts=["gen"])
+    module = make_module(finetune="qlora", lora=LoRAConfig(rank=4, experts=["gen"]))
     layer = module.trunk.language_model.model.layers[0].mlp_moe_gen.up_proj
     assert type(layer.base_layer).__name__ == "Linear4bit"
     loss = module.total_loss(module.head_losses(copy.copy(world_packs.packs[0])))[0]
@@ -100,7 +100,7 @@ def test_qlora_quantizes_the_base_and_trains_adapters_on_cpu(make_module, world_
 
 
 def test_the_schedule_warms_up_then_decays_to_the_floor(make_module):
-    module = make_module(warmup_steps=2, min_lr_ratio=0.1, schedule_steps=10)
+    module = make_module(schedule=ScheduleConfig(warmup_steps=2, min_lr_ratio=0.1, steps=10))
     optimizer = module.configure_optimizers()
     scheduler = optimizer["lr_scheduler"]["scheduler"]
     lrs = []
@@ -113,11 +113,49 @@ def test_the_schedule_warms_up_then_decays_to_the_floor(make_module):
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
 
 
+def test_the_groups_are_plain_dicts_in_the_hyperparameters_and_given_as_dicts_too(make_module, tmp_path):
+    module = make_module(schedule=ScheduleConfig(warmup_steps=3), lora={"rank": 4, "experts": ["gen"]})
+    assert module.schedule == ScheduleConfig(warmup_steps=3)
+    assert module.lora == LoRAConfig(rank=4, experts=["gen"])
+    assert module.hparams.schedule == {"warmup_steps": 3, "min_lr_ratio": 0.0, "steps": None}
+    assert module.hparams.lora == {"rank": 4, "alpha": 32.0, "dropout": 0.0, "experts": ["gen"]}
+    torch.save({"hyper_parameters": dict(module.hparams)}, tmp_path / "hparams.pt")
+    torch.load(tmp_path / "hparams.pt", weights_only=True)  # what `--ckpt_path` reads them back with
+
+
+def test_a_checkpoint_with_the_flat_arguments_of_old_reads_into_the_groups():
+    from jsonargparse import Namespace
+
+    from pdgen.lit.runner import nest_legacy_hparams
+
+    model = Namespace(class_path="pdgen.lit.ProcessDrivenModule")
+    model["init_args.schedule.warmup_steps"] = 100
+    model["dict_kwargs"] = {"warmup_steps": 7, "schedule_steps": 50, "lora_rank": 4, "lora_experts": ["gen"]}
+    nest_legacy_hparams(model)
+    assert model["init_args.schedule.warmup_steps"] == 7 and model["init_args.schedule.steps"] == 50
+    assert model["init_args.lora.rank"] == 4 and model["init_args.lora.experts"] == ["gen"]
+    assert model["dict_kwargs"] == {}
+
+
+def test_model_help_lists_every_field_of_the_groups(capsys):
+    from pdgen.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "pdgen.lit.ProcessDrivenModule"])
+    out = capsys.readouterr().out
+    for field in ("schedule.warmup_steps", "schedule.min_lr_ratio", "schedule.steps"):
+        assert f"--model.{field}" in out
+    for field in ("rank", "alpha", "dropout", "experts"):
+        assert f"--model.lora.{field}" in out
+
+
 def test_an_injected_8bit_adamw_gets_only_trainable_parameters(make_module, world_packs):
     import bitsandbytes as bnb
 
     module = make_module(
-        freeze=["vit"], schedule_steps=10, optimizer=lambda params: bnb.optim.AdamW8bit(params, lr=1e-3)
+        freeze=["vit"],
+        schedule=ScheduleConfig(steps=10),
+        optimizer=lambda params: bnb.optim.AdamW8bit(params, lr=1e-3),
     )
     optimizer = module.configure_optimizers()["optimizer"]
     assert isinstance(optimizer, bnb.optim.AdamW8bit)

@@ -5,11 +5,13 @@ import re
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from world_packs import FROM_SCRATCH
 
 from pdgen.cli import main
 from pdgen.data.tokenizer import save_tokenizer
+from pdgen.lit.module import ScheduleConfig
 from pdgen.lit.predict import load_ema_weights
 
 PROMPTS = ["a photo of a red circle left of a blue square", "a photo of a green triangle"]
@@ -31,7 +33,7 @@ def checkpoint(world_packs, tmp_path_factory):
             "--data",
             "world_packs.WorldPacks",
             *FROM_SCRATCH,
-            "--model.init_args.warmup_steps",
+            "--model.init_args.schedule.warmup_steps",
             "1",
             "--trainer.max_steps",
             "1",
@@ -108,9 +110,26 @@ def test_predict_writes_every_prompt_then_resumes_without_redoing_any(checkpoint
     assert json.loads((out / "summary.json").read_text())["prompts"] == 2
 
 
+def test_a_checkpoint_with_the_flat_arguments_of_old_still_predicts(checkpoint, tmp_path):
+    ckpt, tokenizer = checkpoint
+    old = torch.load(ckpt, weights_only=True)
+    hparams = old["hyper_parameters"]
+    schedule, lora = hparams.pop("schedule"), hparams.pop("lora")
+    hparams.update(warmup_steps=schedule["warmup_steps"], min_lr_ratio=0.3, schedule_steps=schedule["steps"])
+    hparams.update({f"lora_{name}": value for name, value in lora.items()})
+    torch.save(old, tmp_path / "old.ckpt")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS[1] + "\n")
+    out = tmp_path / "out"
+    predict(tmp_path / "old.ckpt", tokenizer, prompts, out, "--data.mode", "single_pass")
+    assert (out / "00000" / "samples" / "0000.png").is_file()
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]["init_args"]
+    assert recorded["schedule"]["min_lr_ratio"] == 0.3  # the checkpoint's value, read into its group
+
+
 def test_the_checkpoints_ema_average_replaces_the_raw_weights(checkpoint, make_module):
     ckpt, _ = checkpoint
-    module = make_module(warmup_steps=1)
+    module = make_module(schedule=ScheduleConfig(warmup_steps=1))
     raw = torch.load(ckpt, weights_only=True)
     module.load_state_dict(raw["state_dict"])
     shadow = raw["callbacks"]["EMA"]["shadow"]

@@ -4,6 +4,7 @@ import re
 
 from lightning.pytorch import Trainer
 
+from pdgen.lit.module import ScheduleConfig
 from pdgen.lit.progress import ProgressLog
 
 
@@ -26,7 +27,7 @@ def fit(module, data, **trainer_options):
 
 def test_without_a_bar_training_and_validation_write_lines(make_module, world_packs, capsys) -> None:
     world_packs.packs_consumed = 0
-    fit(make_module(warmup_steps=1), world_packs, enable_progress_bar=False)
+    fit(make_module(schedule=ScheduleConfig(warmup_steps=1)), world_packs, enable_progress_bar=False)
     lines = capsys.readouterr().err.splitlines()
     steps = [line for line in lines if line.startswith("step ")]
     # By default about twenty lines a run: here one a step.

@@ -110,5 +110,5 @@ FROM_SCRATCH = ["--model.init_args.init_from", "null", "--model.init_args.init_f
 def fit_args(root, *extra) -> list[str]:
     """`pdgen fit` arguments: the shipped recipe on these world packs, quietly, writing under `root`."""
     return ["fit", "-c", "configs/full.yaml", *extra, "--data", "world_packs.WorldPacks",
-            *FROM_SCRATCH, "--model.init_args.warmup_steps", "1", "--trainer.logger", "false",
+            *FROM_SCRATCH, "--model.init_args.schedule.warmup_steps", "1", "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)]  # fmt: skip

@@ -1,61 +1,10 @@
-"""BAGEL's packed attention rule and the agreement of its implementations."""
+"""The implementations of BAGEL's packed attention rule and their agreement (the rule: test_mask.py)."""
 
 import pytest
 import torch
 
-from pdgen.models.attention import PackedAttentionMeta, SplitMode, _warn_fallback, packed_attention
-
-
-def test_rule_on_text_noised_image_clean_image_text():
-    # One trajectory step: prompt text (3), noised target image (2), its clean copy (2), next text (2).
-    meta = PackedAttentionMeta.from_splits([9], [3, 2, 2, 2], ["causal", "noise", "full", "causal"])
-    expected = torch.tensor([
-        # t t t N N C C t t     (t text, N noised image, C clean image)
-        [1, 0, 0, 0, 0, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 1, 1, 0, 0, 0, 0],  # the noised image sees the prefix and all of itself
-        [1, 1, 1, 1, 1, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0, 1, 1, 0, 0],  # the clean copy cannot read the noised one
-        [1, 1, 1, 0, 0, 1, 1, 0, 0],
-        [1, 1, 1, 0, 0, 1, 1, 1, 0],  # later text reads the clean copy, never the noised one
-        [1, 1, 1, 0, 0, 1, 1, 1, 1],
-    ], dtype=torch.bool)
-    assert torch.equal(meta.dense_mask(), expected)
-
-
-def test_rule_keeps_samples_apart():
-    meta = PackedAttentionMeta.from_splits([3, 2], [1, 2, 2], ["causal", "full", "causal"])
-    expected = torch.tensor([
-        [1, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0],  # a full split sees its whole self ...
-        [1, 1, 1, 0, 0],
-        [0, 0, 0, 1, 0],  # ... and nothing of the next sample
-        [0, 0, 0, 1, 1],
-    ], dtype=torch.bool)
-    assert torch.equal(meta.dense_mask(), expected)
-
-
-def test_from_splits_expands_per_token_metadata():
-    meta = PackedAttentionMeta.from_splits([3, 1], [1, 2, 1], ["causal", SplitMode.NOISE, "causal"])
-    assert meta.sample_id.tolist() == [0, 0, 0, 1]
-    assert meta.split_id.tolist() == [0, 1, 1, 2]
-    assert meta.mode.tolist() == [0, 2, 2, 0]
-
-
-@pytest.mark.parametrize(
-    ("sample_lens", "split_lens", "modes", "message"),
-    [
-        ([3], [1, 2], ["causal"], "2 split_lens but 1 split_modes"),
-        ([3], [1, 3], ["causal", "full"], "splits cover 4 tokens but samples cover 3"),
-        ([2, 2], [1, 2, 1], ["causal", "full", "causal"], "split 1 crosses the end of sample 0"),
-        ([2], [2], ["blurry"], "unknown split mode 'blurry'"),
-        ([0, 2], [2], ["full"], "lengths must be positive"),
-    ],
-)
-def test_from_splits_rejects_inconsistent_layouts(sample_lens, split_lens, modes, message):
-    with pytest.raises(ValueError, match=message):
-        PackedAttentionMeta.from_splits(sample_lens, split_lens, modes)
+from pdgen.models.attention import _warn_fallback, packed_attention, sdpa_layout
+from pdgen.models.mask import PackedAttentionMeta
 
 
 def test_packed_attention_rejects_mismatched_shapes():
@@ -105,7 +54,7 @@ def test_sdpa_batches_samples_of_similar_length_and_pads_them():
     # Three samples of 10-11 tokens share a batch (padding costs < 25 % more attention); 30 and 1 go alone.
     lens = [11, 30, 10, 1, 10]
     meta = PackedAttentionMeta.from_splits(lens, lens, ["causal"] * len(lens))
-    layout = meta.sdpa_layout(torch.float32)
+    layout = sdpa_layout(meta, torch.float32)
     assert layout.batches == [(1, 30), (3, 11), (1, 1)]
     assert [m.shape for m in layout.masks] == [(1, 1, 30, 30), (3, 1, 11, 11), (1, 1, 1, 1)]
     padded = layout.masks[1][1, 0]  # the 10-token sample in an 11-wide batch: its 11th slot is padding

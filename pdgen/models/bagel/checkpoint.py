@@ -11,15 +11,17 @@ A checkpoint directory holds
 
 plus the tokenizer files, which `pdgen.data` reads. Nothing here unpickles: only safetensors are read.
 
-Loading builds the trunk on the `meta` device (no memory), compares the safetensors *headers* with the
-module's expected keys and shapes, and only then reads tensors, converting each to the requested dtype and
-device and handing it to `load_state_dict(assign=True)`: 7B never exists twice. The two sin-cos tables
+This module knows the files, not the model: `BagelTrunk.from_pretrained` (`trunk.py`) builds the trunk on the
+`meta` device (no memory), compares the safetensors *headers* read here with the module's expected keys and
+shapes, and only then reads tensors (`read_state`), converting each to the requested dtype and device and
+handing it to `load_state_dict(assign=True)`: 7B never exists twice. The two sin-cos tables
 (`latent_pos_embed.pos_embed`, `vit_pos_embed.pos_embed`) are checked for shape if present but always
 recomputed, never trusted (BAGEL's own loader drops them too); RoPE frequencies are recomputed as well.
 
 Every problem ends up in one `KeyReport` (missing, unexpected, mis-shaped, each with its file) raised as
 one `CheckpointError` unless `strict=False`, in which case it is logged and the affected modules keep a
-fresh random init. `tools/inspect_checkpoint.py --dir` prints the same report from headers alone.
+fresh random init. `tools/inspect_checkpoint.py --dir` prints the same report from headers alone
+(`BagelTrunk.check_directory`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import logging
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -37,9 +39,6 @@ from safetensors.torch import save_file
 
 from pdgen.io import atomic_path, write_atomic
 from pdgen.models.bagel.config import PRESETS, AutoEncoderConfig, BagelConfig, LLMConfig, ViTConfig
-
-if TYPE_CHECKING:
-    from pdgen.models.bagel.trunk import BagelTrunk
 
 log = logging.getLogger(__name__)
 
@@ -178,46 +177,17 @@ def load_config(directory: str | Path) -> BagelConfig:
         raise CheckpointError(f"{directory / PDGEN_CONFIG}: {err}") from None
 
 
-def check_directory(directory: str | Path, trunk_class: type[BagelTrunk]) -> tuple[BagelConfig, KeyReport]:
-    """Config and key report of a directory, from its json files and safetensors headers only."""
-    directory = Path(directory)
-    config = load_config(directory)
-    with torch.device("meta"):
-        model = trunk_class(config)
-    return config, compare_keys(expected_shapes(model), checkpoint_shapes(directory))
-
-
-def load_trunk(
-    trunk_class: type[BagelTrunk],
-    directory: str | Path,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str = "cpu",
-    strict: bool = True,
-    attn_impl: str = "sdpa",
-) -> BagelTrunk:
-    """Loads a checkpoint directory into a trunk built on the meta device.
+def read_state(
+    directory: Path, skip: set[str] | frozenset[str], dtype: torch.dtype | None, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """A directory's trunk state dict less the `skip` keys, each tensor converted as it is read.
 
     Args:
-        trunk_class: `BagelTrunk` (passed in to keep this module free of the model import).
         directory: checkpoint directory.
-        dtype: parameter dtype (e.g. torch.bfloat16 for 7B); None keeps each tensor's stored dtype.
-        device: where the parameters are materialised.
-        strict: raise `CheckpointError` on any key problem; with False, log the report and give affected
-            modules a fresh random init.
-        attn_impl: packed attention implementation of the returned trunk.
+        skip: trunk keys not to read (the fixed tables, and what a non-strict load found wrong).
+        dtype: the tensors' dtype; None keeps each tensor's stored dtype.
+        device: where the tensors are put.
     """
-    directory = Path(directory)
-    config, report = check_directory(directory, trunk_class)
-    source = f"checkpoint {directory} vs. its config ({config.name!r})"
-    if not report.ok:
-        if strict:
-            raise CheckpointError(report.format(source) + "\n(pass strict=False to load the rest)")
-        log.warning("%s", report.format(source))
-
-    with torch.device("meta"):
-        model = trunk_class(config, attn_impl=attn_impl)
-    device = torch.device(device)
-    skip = FIXED_TABLES | set(report.mismatched) | set(report.unexpected)
     state: dict[str, torch.Tensor] = {}
     for name, prefix in ((MODEL_FILE, ""), (AE_FILE, AE_PREFIX)):
         with safe_open(directory / name, framework="pt", device="cpu") as f:
@@ -225,35 +195,17 @@ def load_trunk(
                 if prefix + key not in skip:
                     tensor = f.get_tensor(key)
                     state[prefix + key] = tensor.to(device=device, dtype=dtype or tensor.dtype)
-    model.load_state_dict(state, strict=False, assign=True)
-    del state
-    _materialise_leftovers(model, device, dtype or model.language_model.model.embed_tokens.weight.dtype)
-    model.reset_buffers(device)
-    model.vae.requires_grad_(False)
-    return model
-
-
-def _materialise_leftovers(model: BagelTrunk, device: torch.device, dtype: torch.dtype) -> None:
-    """Gives modules whose parameters stayed on `meta` (keys skipped with strict=False) a fresh init."""
-    for module in model.modules():
-        own = list(module.parameters(recurse=False))
-        if any(p.is_meta for p in own):
-            module.to_empty(device=device, recurse=False)
-            with torch.no_grad():
-                model.init_module(module)
-            for p in module.parameters(recurse=False):
-                p.data = p.data.to(dtype)
+    return state
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
-def save_trunk(model: BagelTrunk, directory: str | Path) -> None:
-    """Writes `model` in the release layout (plus `pdgen_config.json`); each file atomically."""
+def save_checkpoint(directory: str | Path, config: BagelConfig, state_dict: dict[str, torch.Tensor]) -> None:
+    """Writes a trunk's config and state dict in the release layout (plus `pdgen_config.json`), atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = model.config
     _write_json(directory / LLM_CONFIG, config.llm.to_llm_json())
     _write_json(directory / VIT_CONFIG, config.vit.to_vit_json())
     extra = config.bagel_fields()
@@ -261,7 +213,7 @@ def save_trunk(model: BagelTrunk, directory: str | Path) -> None:
     extra["vae"]["ch_mult"] = list(config.vae.ch_mult)
     _write_json(directory / PDGEN_CONFIG, extra)
 
-    tensors = {key: t.detach().to("cpu").contiguous() for key, t in model.state_dict().items()}
+    tensors = {key: t.detach().to("cpu").contiguous() for key, t in state_dict.items()}
     for name, wanted in ((MODEL_FILE, False), (AE_FILE, True)):
         part = {key_in_file(k): t for k, t in tensors.items() if k.startswith(AE_PREFIX) == wanted}
         with atomic_path(directory / name) as tmp:

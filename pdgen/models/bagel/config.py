@@ -309,6 +309,27 @@ class BagelConfig:
         return dataclasses.replace(PRESETS[name], **overrides)
 
 
+# CPU-sized trunk with the same module tree. z_channels stays 16 so patch_latent_dim stays 64;
+# the autoencoder keeps its 8x downsampling with three narrow levels.
+_TINY = BagelConfig(
+    name="tiny",
+    llm=LLMConfig(
+        vocab_size=1024,
+        hidden_size=64,
+        intermediate_size=176,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        rope_theta=10000.0,
+        max_position_embeddings=4096,
+    ),
+    vit=ViTConfig(
+        hidden_size=32, intermediate_size=64, num_heads=2, num_layers=1, patch_size=8, image_size=128
+    ),
+    vae=AutoEncoderConfig(ch=16, ch_mult=(1, 1, 2, 2), num_res_blocks=1, num_groups=8),
+    max_latent_size=16,
+)
+
 PRESETS: dict[str, BagelConfig] = {
     # The released BAGEL-7B-MoT: Qwen2.5-7B shapes, SigLIP so400m-14-980 (26 of 27 layers), FLUX AE.
     "bagel-7b-mot": BagelConfig(
@@ -333,47 +354,18 @@ PRESETS: dict[str, BagelConfig] = {
         vae=AutoEncoderConfig(),
         max_latent_size=64,
     ),
-    # CPU-sized trunk with the same module tree. z_channels stays 16 so patch_latent_dim stays 64;
-    # the autoencoder keeps its 8x downsampling with three narrow levels.
-    "tiny": BagelConfig(
-        name="tiny",
-        llm=LLMConfig(
-            vocab_size=1024,
-            hidden_size=64,
-            intermediate_size=176,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=2,
-            rope_theta=10000.0,
-            max_position_embeddings=4096,
-        ),
-        vit=ViTConfig(
-            hidden_size=32, intermediate_size=64, num_heads=2, num_layers=1, patch_size=8, image_size=128
-        ),
-        vae=AutoEncoderConfig(ch=16, ch_mult=(1, 1, 2, 2), num_res_blocks=1, num_groups=8),
-        max_latent_size=16,
-    ),
+    "tiny": _TINY,
     # The embedded default (`configs/full.yaml`): what learns to draw the shapes world in minutes on a CPU.
     # The lossless pixel autoencoder (2x2 pixels -> 12 channels, `pixel_autoencoder.py`) replaces a random
     # FLUX one, whose latents would mean nothing. A latent token is then 4x4 pixels = 48 values, fewer than
     # the hidden width: `llm2vae` (rank <= hidden) can only denoise latent dimensions it can reach.
     # max_latent_size 8 caps images at 32 px (8 x 8 tokens), the size the recipe in
-    # docs/training.md ("Why this recipe") trained at; 128 wide and 4 deep as there.
-    "embedded": BagelConfig(
+    # docs/training.md ("Why this recipe") trained at; 128 wide and 4 deep as there. The rest (vocabulary,
+    # heads, RoPE, the ViT) is `tiny`'s.
+    "embedded": dataclasses.replace(
+        _TINY,
         name="embedded",
-        llm=LLMConfig(
-            vocab_size=1024,
-            hidden_size=128,
-            intermediate_size=384,
-            num_layers=4,
-            num_heads=4,
-            num_kv_heads=2,
-            rope_theta=10000.0,
-            max_position_embeddings=4096,
-        ),
-        vit=ViTConfig(
-            hidden_size=32, intermediate_size=64, num_heads=2, num_layers=1, patch_size=8, image_size=128
-        ),
+        llm=dataclasses.replace(_TINY.llm, hidden_size=128, intermediate_size=384, num_layers=4),
         vae=AutoEncoderConfig(kind="pixel", z_channels=12),
         max_latent_size=8,
     ),

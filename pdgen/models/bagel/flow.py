@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from pdgen.models.attention import SplitMode
+from pdgen.models.mask import SplitMode
 
 if TYPE_CHECKING:
     from pdgen.data.packing import PackedBatch

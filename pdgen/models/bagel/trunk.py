@@ -8,7 +8,7 @@ and scattered into one (T, C) sequence:
 - VAE tokens of images the model *draws* or reads back: autoencoder latent, 2x2 latent pixels folded into one
   64-d token, noised to the token's flow time t, -> `vae2llm` + `time_embedder(t)` + `latent_pos_embed`.
 
-Then the Qwen2-MoT decoder runs over the sequence with BAGEL's packed mask (`pdgen.models.attention`);
+Then the Qwen2-MoT decoder runs over the sequence with BAGEL's packed mask (`pdgen.models.mask`);
 VAE tokens take the `*_moe_gen` expert, everything else the understanding expert. `forward` returns the
 hidden states and, for the noised tokens, the flow target `eps - x0`; `lm_logits` and `velocity` read
 the two output heads at given positions. `forward_cached` is the inference path over a `KVCache`.
@@ -338,6 +338,15 @@ class BagelTrunk(nn.Module):
     # ----------------------------------------------------------------------------------- checkpoints
 
     @classmethod
+    def check_directory(cls, directory: str | Path) -> tuple[BagelConfig, checkpoint.KeyReport]:
+        """Config and key report of a checkpoint directory, from its json files and safetensors headers."""
+        directory = Path(directory)
+        config = checkpoint.load_config(directory)
+        with torch.device("meta"):
+            expected = checkpoint.expected_shapes(cls(config))
+        return config, checkpoint.compare_keys(expected, checkpoint.checkpoint_shapes(directory))
+
+    @classmethod
     def from_pretrained(
         cls,
         directory: str | Path,
@@ -346,11 +355,48 @@ class BagelTrunk(nn.Module):
         strict: bool = True,
         attn_impl: str = "sdpa",
     ) -> BagelTrunk:
-        """Loads a BAGEL release directory (or a `save_pretrained` one); see `checkpoint.load_trunk`."""
-        return checkpoint.load_trunk(
-            cls, directory, dtype=dtype, device=device, strict=strict, attn_impl=attn_impl
-        )
+        """Loads a BAGEL release directory (or a `save_pretrained` one) into a trunk built on the meta device.
+
+        Args:
+            directory: checkpoint directory (layout in `pdgen.models.bagel.checkpoint`).
+            dtype: parameter dtype (e.g. torch.bfloat16 for 7B); None keeps each tensor's stored dtype.
+            device: where the parameters are materialised.
+            strict: raise `CheckpointError` on any key problem; with False, log the report and give affected
+                modules a fresh random init.
+            attn_impl: packed attention implementation of the returned trunk.
+        """
+        directory = Path(directory)
+        config, report = cls.check_directory(directory)
+        source = f"checkpoint {directory} vs. its config ({config.name!r})"
+        if not report.ok:
+            if strict:
+                hint = "\n(pass strict=False to load the rest)"
+                raise checkpoint.CheckpointError(report.format(source) + hint)
+            checkpoint.log.warning("%s", report.format(source))  # the checkpoint module's logger, as before
+
+        with torch.device("meta"):
+            model = cls(config, attn_impl=attn_impl)
+        device = torch.device(device)
+        skip = checkpoint.FIXED_TABLES | set(report.mismatched) | set(report.unexpected)
+        state = checkpoint.read_state(directory, skip, dtype, device)
+        model.load_state_dict(state, strict=False, assign=True)
+        del state
+        model._materialise_leftovers(device, dtype or model.language_model.model.embed_tokens.weight.dtype)
+        model.reset_buffers(device)
+        model.vae.requires_grad_(False)
+        return model
+
+    def _materialise_leftovers(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Gives modules whose parameters stayed on `meta` (keys skipped with strict=False) a fresh init."""
+        for module in self.modules():
+            own = list(module.parameters(recurse=False))
+            if any(p.is_meta for p in own):
+                module.to_empty(device=device, recurse=False)
+                with torch.no_grad():
+                    self.init_module(module)
+                for p in module.parameters(recurse=False):
+                    p.data = p.data.to(dtype)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Writes the release layout (configs, `ema.safetensors`, `ae.safetensors`) atomically."""
-        checkpoint.save_trunk(self, directory)
+        checkpoint.save_checkpoint(directory, self.config, self.state_dict())
