@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 # OpenMP threads that finish early spin while they wait for the others. On a small shared CPU (the embedded
 # default's 2 cores, one of them also feeding the DataLoader worker) the spinning threads take the cores the
@@ -122,6 +123,26 @@ def _check_files(argv: list[str]) -> None:
 def checkpoint_exists(path: str | os.PathLike[str]) -> bool:
     """Whether `--ckpt_path` names a file that is there, or something Lightning resolves (`last`, a URL)."""
     return str(path) in ("best", "last", "hpc", "registry") or "://" in str(path) or Path(path).exists()
+
+
+def link_trunk_geometry(parser: Any) -> None:
+    """Link the model's trunk to the data side: the data module's ``geometry`` (pixels per latent token,
+    ViT patch, position-table sides) is ``PackingGeometry.of_trunk`` of the instantiated trunk's config.
+
+    Applied on instantiation, so the trunk is resolved once (a preset or a checkpoint directory) by the model
+    itself; the data module's packing preset keeps its policy (sizes, ViT copies). A LightningCLI parser's
+    ``add_arguments_to_parser`` calls this (``pdgen.lit.runner``).
+    """
+    parser.link_arguments(
+        "model.trunk", "data.init_args.geometry", compute_fn=trunk_geometry, apply_on="instantiate"
+    )
+
+
+def trunk_geometry(trunk: Any) -> Any:
+    """The ``PackingGeometry`` of an instantiated trunk (``BagelTrunk``): ``link_trunk_geometry``'s value."""
+    from pdgen.data.packing_config import PackingGeometry
+
+    return PackingGeometry.of_trunk(trunk.config)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -25,9 +25,9 @@ import sys
 import warnings
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from pdgen.cli import NO_CHECKPOINT, UserError, checkpoint_exists, missing_file
+from pdgen.cli import NO_CHECKPOINT, UserError, checkpoint_exists, link_trunk_geometry, missing_file
 from pdgen.console import stderr_is_terminal
 from pdgen.lit.checkpoint_io import CheckpointError, check_checkpoint_file
 from pdgen.lit.guard import TrainingDiverged
@@ -60,6 +60,9 @@ class SaveConfigOnStart(SaveConfigCallback):
 class PdgenCLI(LightningCLI):
     """LightningCLI that checks `ckpt_path` before it builds anything (`pdgen.cli` checks the command line
     before Lightning is even imported; this catches one that a config file gives)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        link_trunk_geometry(parser)
 
     def before_instantiate_classes(self) -> None:
         path = self.config[self.subcommand].get("ckpt_path")
