@@ -145,9 +145,7 @@ def main() -> None:
     module = fresh_module(
         tokenizer.convert_tokens_to_ids("<|vision_start|>"), args.pos_scale, args.time_scale, args.seed
     )
-    packer = TrajectoryPacker(
-        tokenizer, PackingConfig.from_name("tiny").for_trunk(module.trunk.config)
-    )
+    packer = TrajectoryPacker(tokenizer, PackingConfig.from_name("tiny").for_trunk(module.trunk.config))
     colour_pairs = [(world.trajectory(a, 0), world.trajectory(b, 0)) for a, b in COLOUR_PAIRS]
     last = args.cells - 1
     place_pairs = [(world.trajectory(a, 0), world.trajectory(a, last)) for a, _ in COLOUR_PAIRS]
