@@ -198,3 +198,28 @@ def test_the_cli_makes_openmp_wait_passively_unless_told_otherwise(given, expect
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("config", ["configs/full.yaml", "configs/base.yaml"])
+def test_the_data_side_reads_images_with_the_models_trunk_geometry(config: str) -> None:
+    """`link_trunk_geometry`: the data module's packing geometry comes from the instantiated trunk."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    from pdgen.lit.runner import link_trunk_geometry
+    from pdgen.data.packing_config import PackingConfig, PackingGeometry
+
+    class Linked(LightningCLI):  # `pdgen fit`'s PdgenCLI adds the link the same way
+        def add_arguments_to_parser(self, parser):
+            link_trunk_geometry(parser)
+
+    cli = Linked(
+        LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        auto_configure_optimizers=False, save_config_callback=None, run=False,
+        args=["-c", config, "--trainer.logger", "false"],
+    )  # fmt: skip
+    trunk = cli.model.trunk.config
+    assert cli.datamodule.packing_config.geometry == PackingGeometry.of_trunk(trunk)
+    preset = PackingConfig.from_name("embedded")  # both configs' reader.packing
+    assert cli.datamodule.packing_config == preset.for_trunk(trunk)
+    assert preset.geometry != PackingGeometry.of_trunk(trunk)  # the embedded trunk's is not the preset's

@@ -48,7 +48,8 @@ LEAN = {
 """The fit's callbacks in the test: the EMA the predict run samples with, and `last.ckpt`."""
 
 SHORT_BASE = {
-    "data": {"init_args": {"num_samples": 16, "val_size": 2, "tokenizer_trajectories": 8, "num_workers": 0}},
+    "data": {"init_args": {"num_samples": 16, "val_size": 2, "tokenizer_trajectories": 8,
+                           "reader": {"num_workers": 0}}},
     "trainer": {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "callbacks": [
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"dirpath": "runs/base/checkpoints", "save_last": True}},

@@ -75,7 +75,8 @@ def world_trajectories(seed: int) -> Iterator:
 
 def build_layouts(token_budgets: list[int], seed: int) -> dict[int, Layout]:
     """One pack per budget, at the 7B geometry, with a tokenizer trained on the world's own text."""
-    from pdgen.data.packing import PackingConfig, TokenBudget, TokenBudgetPacker, TrajectoryPacker
+    from pdgen.data.packing import PackingConfig, TrajectoryPacker
+    from pdgen.data.token_budget import TokenBudget, TokenBudgetPacker
     from pdgen.data.tokenizer import train_tokenizer
 
     corpus = [t.to_text() for t in itertools.islice(world_trajectories(seed), 200)]

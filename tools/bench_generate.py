@@ -49,13 +49,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pdgen.data.build import TOKENIZER_VOCAB, MultiTurnSpec, multiturn_trajectory
+from pdgen.data.multiturn import MultiTurnSpec, multiturn_trajectory
 from pdgen.data.packing import PackingConfig
+from pdgen.data.subset_build import TOKENIZER_VOCAB
 from pdgen.data.tokenizer import encode_text, train_tokenizer
 from pdgen.inference import Generation, GenerationConfig, LoopState, Script, generate
 from pdgen.inference import loop as loop_module
 from pdgen.inference.context import Block, CachedSequence
-from pdgen.lit.module import packing_for_trunk
 from pdgen.models.bagel import BagelConfig, BagelTrunk
 from pdgen.trajectory import IM_END, IM_START, VISION_START, Plan
 
@@ -175,7 +175,7 @@ def build_model(preset: str, cases: list[Case]) -> tuple[BagelTrunk, DictatedHea
     model.embed_tokens = embedding
     head = DictatedHead(trunk.language_model.lm_head, embedding)
     trunk.language_model.lm_head = head
-    return trunk, head, tokenizer, packing_for_trunk(PackingConfig.from_name("tiny"), trunk.config)
+    return trunk, head, tokenizer, PackingConfig.from_name("tiny").for_trunk(trunk.config)
 
 
 @dataclass

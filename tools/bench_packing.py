@@ -35,13 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pdgen.data.packing import (
-    PackedBatch,
-    PackingConfig,
-    TokenBudget,
-    TokenBudgetPacker,
-    TrajectoryPacker,
-)
+from pdgen.data.packing import PackedBatch, PackingConfig, TrajectoryPacker
+from pdgen.data.token_budget import TokenBudget, TokenBudgetPacker
 from pdgen.data.tokenizer import train_tokenizer
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 

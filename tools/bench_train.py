@@ -47,20 +47,21 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from pdgen.data.alignment import AlignmentSpec, alignment_samples
-from pdgen.data.build import TOKENIZER_VOCAB, MultiTurnSpec, multiturn_trajectory
 from pdgen.data.conflict import ConflictSpec, conflict_samples
+from pdgen.data.multiturn import MultiTurnSpec, multiturn_trajectory
 from pdgen.data.packing import (
     CeRole,
+    CeTarget,
     ImageSplit,
-    Label,
     PackedBatch,
     PackedSample,
     PackingConfig,
     TextSplit,
     TrajectoryPacker,
 )
+from pdgen.data.subset_build import TOKENIZER_VOCAB
 from pdgen.data.tokenizer import encode_text, train_tokenizer
-from pdgen.lit.module import ProcessDrivenModule, packing_for_trunk
+from pdgen.lit.module import ProcessDrivenModule
 from pdgen.models.bagel.config import LLMConfig
 from pdgen.models.bagel.qwen2_mot import RMSNorm, RotaryEmbedding, SwiGLU, apply_rope
 from pdgen.trajectory import Trajectory
@@ -180,11 +181,11 @@ def single_image_samples(packer: TrajectoryPacker, count: int) -> list[PackedSam
         image = square(colour, cell)
         if i % 4 == 3:
             vit = ImageSplit(image, "vit", (4, 4), position=0)
-            labels = tuple(Label(k, caption[k + 1], CeRole.PLAN) for k in range(len(caption) - 1))
+            labels = tuple(CeTarget(k, caption[k + 1], CeRole.PLAN) for k in range(len(caption) - 1))
             samples.append(PackedSample((vit, TextSplit(caption, position=1, labels=labels))))
         else:
             drawn = ImageSplit(image, "vae", (8, 8), position=len(caption), noised=True,
-                               labels=(Label(65, ids.im_end, CeRole.SPECIAL),))
+                               labels=(CeTarget(65, ids.im_end, CeRole.SPECIAL),))
             samples.append(PackedSample((TextSplit(caption, position=0), drawn)))
     return samples
 
@@ -318,7 +319,7 @@ def main() -> None:
     torch.manual_seed(0)
     vision_start = tokenizer.convert_tokens_to_ids("<|vision_start|>")
     module = ProcessDrivenModule(args.preset, vision_start_id=vision_start)
-    packing = packing_for_trunk(PackingConfig.from_name("tiny"), module.trunk.config)
+    packing = PackingConfig.from_name("tiny").for_trunk(module.trunk.config)
     packer = TrajectoryPacker(tokenizer, packing)
     adam = "fused AdamW" if args.fused_adamw else "AdamW"
     print(f"preset {args.preset}, {args.threads} threads, {adam}, torch {torch.__version__}")

@@ -28,7 +28,7 @@ import torch
 
 from pdgen.data.packing import PackingConfig, TrajectoryPacker, image_grid, image_pixels
 from pdgen.data.tokenizer import load_tokenizer
-from pdgen.lit.module import ProcessDrivenModule, packing_for_trunk
+from pdgen.lit.module import ProcessDrivenModule
 from pdgen.lit.predict import load_ema_weights
 from pdgen.models.bagel.flow import add_noise
 from pdgen.trajectory import Plan, Sketch, Trajectory
@@ -139,7 +139,7 @@ def main() -> None:
     torch.set_num_threads(1)
     module = load(args.ckpt)
     world = WorldConfig.from_name(args.world)
-    packing = packing_for_trunk(PackingConfig.from_name("tiny"), module.trunk.config)
+    packing = PackingConfig.from_name("tiny").for_trunk(module.trunk.config)
     packer = TrajectoryPacker(load_tokenizer(args.tokenizer), packing)
     print(f"{'words':<34}{'t':>5}{'|v_a - v_b|':>13}{'perfect':>9}{'ratio':>7}{'|v_a - target|':>16}")
     ratios = []

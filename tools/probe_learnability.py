@@ -40,10 +40,10 @@ import time
 import torch
 from PIL import Image, ImageDraw
 
-from pdgen.data.build import TOKENIZER_VOCAB
 from pdgen.data.packing import PackingConfig, TrajectoryPacker
+from pdgen.data.subset_build import TOKENIZER_VOCAB
 from pdgen.data.tokenizer import train_tokenizer
-from pdgen.lit.module import ProcessDrivenModule, packing_for_trunk
+from pdgen.lit.module import ProcessDrivenModule
 from pdgen.trajectory import Plan, Sketch, Trajectory
 from pdgen.world.shapes import BACKGROUND, PALETTE
 
@@ -145,9 +145,7 @@ def main() -> None:
     module = fresh_module(
         tokenizer.convert_tokens_to_ids("<|vision_start|>"), args.pos_scale, args.time_scale, args.seed
     )
-    packer = TrajectoryPacker(
-        tokenizer, packing_for_trunk(PackingConfig.from_name("tiny"), module.trunk.config)
-    )
+    packer = TrajectoryPacker(tokenizer, PackingConfig.from_name("tiny").for_trunk(module.trunk.config))
     colour_pairs = [(world.trajectory(a, 0), world.trajectory(b, 0)) for a, b in COLOUR_PAIRS]
     last = args.cells - 1
     place_pairs = [(world.trajectory(a, 0), world.trajectory(a, last)) for a, _ in COLOUR_PAIRS]

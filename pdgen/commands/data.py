@@ -161,7 +161,7 @@ def build(
         num_shards: processes the build is split across (default WORLD_SIZE under torchrun, else 1).
         shard_index: this process's part (default RANK under torchrun, else 0).
     """
-    from pdgen.data.build import AUGMENT_FLAG
+    from pdgen.data.multiturn import AUGMENT_FLAG
     from pdgen.data.shards import MANIFEST, stats_table
 
     if editor == "flux-kontext":
@@ -199,7 +199,7 @@ def build(
         edit = EditSpec(n or 5000, val_size, seed, world, samples_per_shard)
         manifest = build_edit(out, edit, progress=True)
     elif subset == "multiturn":
-        from pdgen.data.build import MultiTurnSpec, build_multiturn
+        from pdgen.data.multiturn import MultiTurnSpec, build_multiturn
 
         spec = MultiTurnSpec(n or 10_000, val_size, seed, world, augmentation, samples_per_shard)
         manifest = build_multiturn(out, spec, progress=True)
@@ -250,7 +250,7 @@ def _build_real(
     """`build multiturn --editor flux-kontext`: this process's shards of the real-image subset."""
     import os
 
-    from pdgen.data.build import AUGMENT_FLAG
+    from pdgen.data.multiturn import AUGMENT_FLAG
     from pdgen.data.prompts import read_prompts
     from pdgen.data.realimage import RealImageSpec, build_real
     from pdgen.data.shards import stats_table

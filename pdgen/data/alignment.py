@@ -51,18 +51,20 @@ import numpy as np
 from PIL import Image
 
 from pdgen.console import counter
-from pdgen.data.build import (
-    TOKENIZER_DIR,
+from pdgen.data.subset_build import (
+    VAL_OFFSET,
+    Label,
+    SampleSkipped,
     check_spec,
-    train_prompts_by_tag,
-    train_world_tokenizer,
+    finish_build,
+    train_prompt,
     world_config,
+    write_labelled_splits,
 )
-from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.judges.base import Judge
 from pdgen.judges.openai import ChatError
 from pdgen.judges.world import WorldJudge
-from pdgen.scene.graph import NATURAL_PREDICATE, SceneGraph, SceneObject, number_word
+from pdgen.scene.graph import NATURAL_PREDICATE, SceneGraph, SceneObject, join_phrases, number_word
 from pdgen.scene.plan import StepGoal
 from pdgen.scene.vocabulary import COLORS, OPPOSITE
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
@@ -81,9 +83,6 @@ SUBSET = "alignment"
 Kind = Literal["count", "colour", "relation", "missing", "extra"]
 KINDS: tuple[Kind, ...] = ("count", "colour", "relation", "missing", "extra")
 """The controlled perturbations, the issue's list of ways a draft can miss its instruction."""
-Label = Literal["positive", "negative"]
-_VAL_OFFSET = 1 << 40
-"""Validation samples are numbered from here, so they never share a seed with a training one."""
 _DRAWS_PER_SAMPLE = 200
 """Draws (prompt, step, perturbation) allowed per sample before the build gives up and says why."""
 
@@ -282,14 +281,6 @@ class AlignmentSample:
     inspected: int
 
 
-class SampleSkipped(ValueError):
-    """A draw that gives no sample; ``outcome`` names why, for the build's counts."""
-
-    def __init__(self, outcome: str, message: str) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-
-
 def explain(graph: SceneGraph) -> str:
     """Why an image that passed the check follows its step: what it has, which relations hold."""
     if not graph.objects:
@@ -299,12 +290,8 @@ def explain(graph: SceneGraph) -> str:
         f"{graph.objects[r.object].definite()}"
         for r in graph.relations
     ]
-    text = "It has exactly " + _join([o.phrase() for o in graph.objects])
+    text = "It has exactly " + join_phrases([o.phrase() for o in graph.objects])
     return text + "".join(f"; {h}" for h in held) + "; nothing else is drawn."
-
-
-def _join(parts: Sequence[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def only_problem(violation: str) -> str:
@@ -443,15 +430,13 @@ def alignment_samples(
     drafts = Perturbations(config, spec.kinds) if drafts is None else drafts
     outcomes = Counter() if outcomes is None else outcomes
     wanted = spec.num_samples if split == "train" else spec.val_size
-    start = 0 if split == "train" else _VAL_OFFSET
-    groups = train_prompts_by_tag(spec.world)
+    start = 0 if split == "train" else VAL_OFFSET
     for number in range(wanted):
         label = spec.label(number)
         skipped: Counter[str] = Counter()
         for attempt in range(_DRAWS_PER_SAMPLE):
             rng = np.random.default_rng([spec.seed, start + number, attempt])
-            group = groups[rng.integers(len(groups))]
-            prompt = group[rng.integers(len(group))]
+            prompt = train_prompt(spec.world, rng)
             try:
                 steps = rollout(prompt, int(rng.integers(1 << 62)), config, augment=spec.augment)
             except ValueError:  # no layout of the prompt fits the grid
@@ -500,10 +485,10 @@ def build_alignment(
 ) -> dict[str, Any]:
     """Write the alignment subset under ``root`` (shards, tokenizer, manifest last); returns the manifest.
 
-    Layout as ``pdgen.data.build.build_multiturn``: ``train-NNNNNN.tar``, ``val-NNNNNN.tar``, ``tokenizer/``
-    (trained on the build's texts), ``manifest.json`` with the spec, the statistics (positives and
-    negatives included), the negatives per kind, the skipped draws per reason, and the judge's outcome
-    counts when it keeps them (``OpenAIJudge.counts``).
+    Layout as ``pdgen.data.multiturn.build_multiturn``: ``train-NNNNNN.tar``, ``val-NNNNNN.tar``,
+    ``tokenizer/`` (trained on the build's texts), ``manifest.json`` with the spec, the statistics
+    (positives and negatives included), the negatives per kind, the skipped draws per reason, and the
+    judge's outcome counts when it keeps them (``OpenAIJudge.counts``).
 
     Args:
         root: the output directory (created).
@@ -515,39 +500,18 @@ def build_alignment(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     log.info("building %d + %d alignment samples in %s (%s)", spec.num_samples, spec.val_size, root, spec)
-    texts: list[str] = []
-    splits: dict[str, Any] = {}
-    stats = SubsetStats(positives=0, negatives=0)
-    kinds: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "samples", progress)
-    for split in ("train", "val"):
-        with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
-            for number, sample in enumerate(alignment_samples(spec, split, judge, drafts, outcomes)):
-                writer.write(f"{split}{number:09d}", sample.trajectory)
-                if split == "train":
-                    stats.add(sample.trajectory)
-                    texts.append(sample.trajectory.to_text())
-                    if sample.label == "positive":
-                        stats.positives += 1
-                    else:
-                        stats.negatives += 1
-                        kinds[sample.kind] += 1
-                bar.update()
-        splits[split] = writer.entry
-    bar.close()
-    train_world_tokenizer(texts, root / TOKENIZER_DIR)
-    manifest: dict[str, Any] = {
-        "subset": SUBSET,
-        "spec": spec.to_dict(),
-        "tokenizer": TOKENIZER_DIR,
-        "splits": splits,
-        "stats": stats.table(),
+    splits, stats, texts, kinds = write_labelled_splits(
+        root,
+        spec.samples_per_shard,
+        lambda split: alignment_samples(spec, split, judge, drafts, outcomes),
+        bar,
+    )
+    extra: dict[str, Any] = {
         "negative_kinds": dict(sorted(kinds.items())),
         "outcomes": dict(sorted(outcomes.items())),
     }
     if isinstance(counts := getattr(judge, "counts", None), dict):
-        manifest["judge_counts"] = dict(counts)
-    write_manifest(root, manifest)
-    log.info("wrote %s: %s", root, stats.table())
-    return manifest
+        extra["judge_counts"] = dict(counts)
+    return finish_build(root, {"subset": SUBSET}, spec, splits, stats, texts, **extra)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,18 +41,17 @@ from typing import Any
 import numpy as np
 
 from pdgen.console import counter
-from pdgen.data.build import (
-    AUGMENT_FLAG,
-    TOKENIZER_DIR,
-    MultiTurnSpec,
+from pdgen.data.multiturn import AUGMENT_FLAG, MultiTurnSpec, multiturn_trajectories
+from pdgen.data.packing_config import PackingGeometry
+from pdgen.data.reading import ReaderConfig, ShardDataModule
+from pdgen.data.subset_build import (
     check_spec,
-    multiturn_trajectories,
-    train_prompts_by_tag,
-    train_world_tokenizer,
+    finish_build,
+    split_indexes,
+    train_prompt,
     world_config,
+    write_splits,
 )
-from pdgen.data.datamodules import ShardDataModule
-from pdgen.data.shards import ShardSetWriter, SubsetStats, write_manifest
 from pdgen.trajectory import Sketch, Trajectory
 from pdgen.world.rollout import rollout
 
@@ -60,8 +59,6 @@ log = logging.getLogger(__name__)
 
 SUBSET = "base"
 """The manifest's ``subset`` for this build."""
-_VAL_OFFSET = 1 << 40
-"""Validation samples are numbered from here, so they never share a seed with a training one."""
 
 
 @dataclass(frozen=True)
@@ -103,9 +100,7 @@ def base_sample(spec: BaseSpec, index: int) -> Trajectory:
     of the caption and, for a description, the step.
     """
     rng = np.random.default_rng([spec.seed, index])
-    groups = train_prompts_by_tag(spec.world)
-    group = groups[rng.integers(len(groups))]
-    prompt = group[rng.integers(len(group))]
+    prompt = train_prompt(spec.world, rng)
     steps = rollout(prompt, int(rng.integers(1 << 62)), world_config(spec.world))
     if rng.random() < spec.describe:
         step = steps[0] if rng.random() < spec.background else steps[rng.integers(1, len(steps))]
@@ -115,20 +110,15 @@ def base_sample(spec: BaseSpec, index: int) -> Trajectory:
 
 def base_samples(spec: BaseSpec, split: str = "train") -> Iterator[Trajectory]:
     """Every caption pair of one split of the build, in index order."""
-    if split == "train":
-        indexes: Iterable[int] = range(spec.num_samples)
-    elif split == "val":
-        indexes = range(_VAL_OFFSET, _VAL_OFFSET + spec.val_size)
-    else:
-        raise ValueError(f"unknown split {split!r}; splits are 'train' and 'val'")
+    indexes = split_indexes(split, spec.num_samples, spec.val_size)
     return (base_sample(spec, index) for index in indexes)
 
 
 def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = False) -> dict[str, Any]:
     """Write the base-stage subset under ``root``: shards, tokenizer and, last, the manifest; returns it.
 
-    The same layout and atomicity as every other subset (``pdgen.data.build.build_multiturn``): an interrupted
-    build leaves no manifest and is rebuilt by the next ``prepare_data``.
+    The same layout and atomicity as every other subset (``pdgen.data.multiturn.build_multiturn``): an
+    interrupted build leaves no manifest and is rebuilt by the next ``prepare_data``.
 
     Args:
         root: the output directory (created).
@@ -140,34 +130,14 @@ def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = Fa
     log.info(
         "building %d + %d base-stage caption pairs in %s (%s)", spec.num_samples, spec.val_size, root, spec
     )
-    texts: list[str] = []
-    splits: dict[str, Any] = {}
-    stats = SubsetStats()
     bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "caption pairs", progress)
-    for split in ("train", "val"):
-        with ShardSetWriter(root, split, spec.samples_per_shard) as writer:
-            for number, sample in enumerate(base_samples(spec, split)):
-                writer.write(f"{split}{number:09d}", sample)
-                if split == "train":
-                    stats.add(sample)
-                    texts.append(sample.prompt)
-                bar.update()
-        splits[split] = writer.entry
-    bar.close()
+    splits, stats, texts = write_splits(
+        root, spec.samples_per_shard, lambda split: base_samples(spec, split), bar, text=lambda t: t.prompt
+    )
     if spec.tokenizer_trajectories:
         plans = MultiTurnSpec(spec.tokenizer_trajectories, 0, spec.seed, spec.world, AUGMENT_FLAG)
         texts += [t.to_text() for t in multiturn_trajectories(plans)]
-    train_world_tokenizer(texts, root / TOKENIZER_DIR)
-    manifest = {
-        "subset": SUBSET,
-        "spec": spec.to_dict(),
-        "tokenizer": TOKENIZER_DIR,
-        "splits": splits,
-        "stats": stats.table(),
-    }
-    write_manifest(root, manifest)
-    log.info("wrote %s: %s", root, stats.table())
-    return manifest
+    return finish_build(root, {"subset": SUBSET}, spec, splits, stats, texts)
 
 
 class BaseDataModule(ShardDataModule):
@@ -187,18 +157,18 @@ class BaseDataModule(ShardDataModule):
         background: share of those descriptions that are of the empty background.
         image_to_text: share of samples laid out image -> caption.
         seed: seeds the build, the shard order, the shuffle and the layout coins.
-        packing: the ``PackingConfig`` preset named like the trunk (``tiny`` or ``bagel-7b-mot``).
-        max_tokens: capacity of a pack, in tokens (a pack is emitted once 97 % full).
-        num_workers: DataLoader worker processes for training (0 reads in the main process).
         val_size: held-out pairs for validation.
         tokenizer_trajectories: multi-turn trajectories whose text the tokenizer learns beside the captions.
         samples_per_shard: pairs per shard.
-        shuffle_buffer: pairs held for shuffling within a reader.
-        prompt_dropout: probability that a text-to-image sample's caption is left out.
         tokenizer: a tokenizer directory; None uses (and builds) the one trained with the shards.
+        reader: how pairs are read into packs (``pdgen.data.reading.ReaderConfig``); its ``layout`` is
+            ``caption`` (the only one for caption pairs), its ``prompt_dropout`` leaves out a text-to-image
+            sample's caption.
+        geometry: the trunk's image geometry; ``pdgen fit`` links it from ``model.trunk``.
     """
 
     subset = SUBSET
+    default_reader = ReaderConfig(max_tokens=2048, layout="caption")
 
     def __init__(
         self,
@@ -209,20 +179,19 @@ class BaseDataModule(ShardDataModule):
         background: float = 0.05,
         image_to_text: float = 0.2,
         seed: int = 0,
-        packing: str = "tiny",
-        max_tokens: int = 2048,
-        num_workers: int = 1,
         val_size: int = 64,
         tokenizer_trajectories: int = 2_000,
         samples_per_shard: int = 2_000,
-        shuffle_buffer: int = 1000,
-        prompt_dropout: float = 0.1,
         tokenizer: str | os.PathLike[str] | None = None,
+        reader: ReaderConfig = default_reader,
+        geometry: PackingGeometry | None = None,
     ) -> None:
+        if reader.layout != "caption":
+            raise ValueError(
+                f"BaseDataModule reads caption pairs: reader.layout must be 'caption', got {reader.layout!r}"
+            )
         self.image_to_text = image_to_text
-        super().__init__(
-            root, seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer, "caption"
-        )
+        super().__init__(root, seed, reader, tokenizer, geometry)
         self.build_spec = BaseSpec(
             num_samples,
             val_size,

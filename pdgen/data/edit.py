@@ -49,19 +49,18 @@ import numpy as np
 from PIL import Image
 
 from pdgen.console import counter
-from pdgen.data.build import (
-    TOKENIZER_DIR,
+from pdgen.data.packing_config import PackingGeometry
+from pdgen.data.reading import ReaderConfig, ShardDataModule
+from pdgen.data.subset_build import (
     check_spec,
+    finish_build,
     split_indexes,
-    train_world_tokenizer,
     world_config,
     write_splits,
 )
-from pdgen.data.conflict import describe_scene
-from pdgen.data.datamodules import ShardDataModule
-from pdgen.data.shards import write_manifest
 from pdgen.editors.world import WorldEditor
 from pdgen.eval.geneval import relative_position
+from pdgen.scene.describe import describe_scene
 from pdgen.scene.graph import NATURAL_PREDICATE, Relation, SceneGraph, SceneObject
 from pdgen.scene.plan import StepGoal
 from pdgen.scene.vocabulary import COLORS, RELATIONS
@@ -488,7 +487,7 @@ def edit_samples(
 def build_edit(root: str | os.PathLike[str], spec: EditSpec, progress: bool = False) -> dict[str, Any]:
     """Write the edit subset under ``root``: shards, tokenizer and, last, the manifest; returns it.
 
-    The layout and atomicity of every subset (``pdgen.data.build.build_multiturn``). The manifest adds the
+    The layout and atomicity of every subset (``pdgen.data.multiturn.build_multiturn``). The manifest adds the
     count of each edit type (``edit_types``) and of the draws that gave no edit, by why (``redraws``).
     """
     root = Path(root)
@@ -504,19 +503,11 @@ def build_edit(root: str | os.PathLike[str], spec: EditSpec, progress: bool = Fa
 
     bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "samples", progress)
     splits, stats, texts = write_splits(root, spec.samples_per_shard, trajectories, bar)
-    train_world_tokenizer(texts, root / TOKENIZER_DIR)
-    manifest = {
-        "subset": SUBSET,
-        "spec": spec.to_dict(),
-        "tokenizer": TOKENIZER_DIR,
-        "splits": splits,
-        "stats": stats.table(),
-        "edit_types": {kind: kinds[kind] for kind in EDIT_TYPES},
-        "redraws": dict(sorted(redraws.items())),
-    }
-    write_manifest(root, manifest)
-    log.info("wrote %s: %s", root, stats.table())
-    return manifest
+    edit_types = {kind: kinds[kind] for kind in EDIT_TYPES}
+    redrawn = dict(sorted(redraws.items()))
+    return finish_build(
+        root, {"subset": SUBSET}, spec, splits, stats, texts, edit_types=edit_types, redraws=redrawn
+    )
 
 
 class EditDataModule(ShardDataModule):
@@ -530,14 +521,11 @@ class EditDataModule(ShardDataModule):
         num_samples: training samples to build.
         world: the shapes world preset (default, large, all).
         seed: seeds the build, the shard order, the shuffle and prompt dropout.
-        packing: the ``PackingConfig`` preset named like the trunk (``tiny``, ``embedded``, ``bagel-7b-mot``).
-        max_tokens: capacity of a pack, in tokens.
-        num_workers: DataLoader worker processes for training.
         val_size: held-out samples.
         samples_per_shard: samples per shard.
-        shuffle_buffer: samples held for shuffling within a reader.
-        prompt_dropout: probability that a training sample's prompt is left out.
         tokenizer: a tokenizer directory; None uses the one the build trained.
+        reader: how samples are read into packs (``pdgen.data.reading.ReaderConfig``).
+        geometry: the trunk's image geometry; ``pdgen fit`` links it from ``model.trunk``.
     """
 
     subset = SUBSET
@@ -548,18 +536,13 @@ class EditDataModule(ShardDataModule):
         num_samples: int = 5000,
         world: str = "default",
         seed: int = 0,
-        packing: str = "tiny",
-        max_tokens: int = 4096,
-        num_workers: int = 1,
         val_size: int = 64,
         samples_per_shard: int = 500,
-        shuffle_buffer: int = 1000,
-        prompt_dropout: float = 0.1,
         tokenizer: str | os.PathLike[str] | None = None,
+        reader: ReaderConfig = ShardDataModule.default_reader,
+        geometry: PackingGeometry | None = None,
     ) -> None:
-        super().__init__(
-            root, seed, packing, max_tokens, num_workers, shuffle_buffer, prompt_dropout, tokenizer
-        )
+        super().__init__(root, seed, reader, tokenizer, geometry)
         self.build_spec = EditSpec(num_samples, val_size, seed, world, samples_per_shard)
 
     def spec(self) -> dict[str, Any]:

@@ -47,8 +47,9 @@ its caption with CE).
 
 Token counts are known from text lengths and image sizes alone, so ``TrajectoryPacker.sample`` is cheap (no
 pixels are touched); ``TrajectoryPacker.collate`` resizes images and builds the tensors for one pack only.
-``TokenBudgetPacker`` fills packs from a stream of samples (BAGEL's loop, with a best-fit overflow buffer
-and a knapsack when the buffer overflows).
+``pdgen.data.token_budget.TokenBudgetPacker`` fills packs from a stream of samples (BAGEL's loop, with a
+best-fit overflow buffer and a knapsack when the buffer overflows). ``PackingConfig`` (image geometry and
+packing policy) is in ``pdgen.data.packing_config``.
 
 Shape legend: T packed tokens (all samples, padding included); N_txt text and control tokens; N_vae latent
 tokens of VAE splits; N_vit ViT patch tokens; N_img ViT images; N_ce CE labels; N_mse noised latent tokens;
@@ -59,15 +60,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 
+from pdgen.data.packing_config import PackingConfig
 from pdgen.data.tokenizer import SpecialTokenIds, encode_text
 from pdgen.models.mask import PackedAttentionMeta
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
@@ -81,99 +83,7 @@ class CeRole(IntEnum):
     SPECIAL = 2
 
 
-@dataclass(frozen=True)
-class PackingConfig:
-    """Image geometry and packing policy; the model-facing half must match the trunk's ``BagelConfig``.
-
-    Args:
-        latent_downsample: pixels per latent token side (VAE downsample 8 x latent patch 2 = 16 in BAGEL).
-        max_latent_size: side of the latent position table (``BagelConfig.max_latent_size``); flattened latent
-            position ids are ``row * max_latent_size + col``.
-        vit_patch_size: ViT patch side in pixels (14 for SigLIP).
-        vit_max_patches_per_side: side of the ViT position table (70 in BAGEL); ids ``row * side + col``.
-        vae_min_size: shortest image side, in pixels, after resizing for the VAE (``vae_max_size`` wins a
-            conflict).
-        vae_max_size: longest image side, in pixels, after resizing for the VAE.
-        vit_min_size: shortest side for the ViT copy.
-        vit_max_size: longest side for the ViT copy.
-        vit_images: which generated images also get a ViT copy: ``"inspected"`` (those an Inspect step judges)
-            or ``"all"``. The input image of an edit always gets one.
-        train_criticised: also train (CE and MSE) on a step that the next Inspect refines.
-    """
-
-    latent_downsample: int = 16
-    max_latent_size: int = 64
-    vit_patch_size: int = 14
-    vit_max_patches_per_side: int = 70
-    vae_min_size: int = 512
-    vae_max_size: int = 1024
-    vit_min_size: int = 224
-    vit_max_size: int = 518
-    vit_images: Literal["inspected", "all"] = "inspected"
-    train_criticised: bool = False
-
-    def __post_init__(self) -> None:
-        if self.vit_images not in ("inspected", "all"):
-            raise ValueError(f"PackingConfig.vit_images={self.vit_images!r}; expected 'inspected' or 'all'")
-        for kind, lo, hi, stride, cells in (
-            ("vae", self.vae_min_size, self.vae_max_size, self.latent_downsample, self.max_latent_size),
-            ("vit", self.vit_min_size, self.vit_max_size, self.vit_patch_size, self.vit_max_patches_per_side),
-        ):
-            if not stride <= lo <= hi:
-                raise ValueError(
-                    f"PackingConfig: need {stride} <= {kind}_min_size={lo} <= {kind}_max_size={hi}"
-                )
-            if hi // stride > cells:
-                raise ValueError(
-                    f"PackingConfig: {kind}_max_size={hi} gives {hi // stride} tokens per side, "
-                    f"more than the position table's {cells}"
-                )
-
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> PackingConfig:
-        """A preset (``bagel-7b-mot``, ``tiny``, ``embedded``: named like the trunks), fields overridden."""
-        if name not in PACKING_PRESETS:
-            raise ValueError(
-                f"unknown packing preset {name!r}; known presets: {', '.join(sorted(PACKING_PRESETS))}"
-            )
-        return dataclasses.replace(PACKING_PRESETS[name], **overrides)
-
-    @classmethod
-    def for_model(cls, model_config: Any, **overrides: Any) -> PackingConfig:
-        """Geometry from a trunk's ``pdgen.models.bagel.config.BagelConfig``, policy from ``overrides``."""
-        geometry = dict(
-            latent_downsample=model_config.latent_downsample,
-            max_latent_size=model_config.max_latent_size,
-            vit_patch_size=model_config.vit.patch_size,
-            vit_max_patches_per_side=model_config.vit.max_patches_per_side,
-        )
-        return cls(**{**geometry, **overrides})
-
-
-_TINY = PackingConfig(
-    max_latent_size=16,
-    vit_patch_size=8,
-    vit_max_patches_per_side=16,
-    vae_min_size=32,
-    vae_max_size=64,
-    vit_min_size=32,
-    vit_max_size=64,
-)
-
-PACKING_PRESETS: dict[str, PackingConfig] = {
-    # Paper: generation at 512-1024 px; ViT sizes of BAGEL's edit data (224-518 px).
-    "bagel-7b-mot": PackingConfig(),
-    # The tiny trunk: 16 px latent tokens on a 16 x 16 table, 8 px ViT patches on a 16 x 16 table;
-    # the shapes world renders at 32-64 px.
-    "tiny": _TINY,
-    # The embedded default (`configs/full.yaml`): the tiny geometry and a ViT copy of every generated image,
-    # so that whether to inspect an image is the model's choice (what it writes next, as its data shows it),
-    # not the loop's.
-    "embedded": dataclasses.replace(_TINY, vit_images="all"),
-}
-
-
-class Label(NamedTuple):
+class CeTarget(NamedTuple):
     """One CE target: the token at ``offset`` inside its split predicts ``target``."""
 
     offset: int
@@ -187,7 +97,7 @@ class TextSplit:
 
     ids: tuple[int, ...]
     position: int
-    labels: tuple[Label, ...] = ()
+    labels: tuple[CeTarget, ...] = ()
     mode = "causal"
 
     @property
@@ -208,7 +118,7 @@ class ImageSplit:
     grid: tuple[int, int]
     position: int
     noised: bool = False
-    labels: tuple[Label, ...] = ()
+    labels: tuple[CeTarget, ...] = ()
 
     @property
     def mode(self) -> str:
@@ -407,7 +317,7 @@ class TrajectoryPacker:
         body = encode_text(self.tokenizer, text, where)
         ids = (self.ids.im_start, *body, self.ids.im_end)
         # The token at offset k predicts ids[k + 1]: the body and the closing <|im_end|>.
-        labels = () if role is None else tuple(Label(k, ids[k + 1], role) for k in range(len(ids) - 1))
+        labels = () if role is None else tuple(CeTarget(k, ids[k + 1], role) for k in range(len(ids) - 1))
         split = TextSplit(ids=ids, position=-1, labels=labels)
         return _Turn([split], decides_next=role is not None, first_token=self.ids.im_start)
 
@@ -438,7 +348,7 @@ class TrajectoryPacker:
             for s, split in enumerate(turn.splits):
                 labels = split.labels
                 if turn.decides_next and s == len(turn.splits) - 1:
-                    labels = (*labels, Label(split.num_tokens - 1, nxt, CeRole.SPECIAL))
+                    labels = (*labels, CeTarget(split.num_tokens - 1, nxt, CeRole.SPECIAL))
                 out.append(dataclasses.replace(split, position=rope, labels=labels))
                 if isinstance(split, TextSplit):
                     rope += split.num_tokens
@@ -639,164 +549,3 @@ def _long(values: list[int]) -> torch.Tensor:
 
 def _cat(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
     return torch.cat(parts).to(dtype) if parts else torch.zeros(0, dtype=dtype)
-
-
-# ---- the token-budget packer ------------------------------------------------------------------------
-
-
-class _Sized(Protocol):
-    @property
-    def num_tokens(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class TokenBudget:
-    """How full a pack must be, how full it may be, and what to do with the samples that do not fit.
-
-    Args:
-        max_tokens: a pack's capacity (the paper packs 33,000 tokens); the padding fraction is measured
-            against it.
-        expected_tokens: a pack is emitted once it holds at least this many tokens.
-        max_tokens_per_sample: longer samples are skipped and counted (``PackerStats.skipped``).
-        max_buffer_size: samples that do not fit the current pack wait in a buffer; when it holds more than
-            this many, the current pack is emitted as it is.
-    """
-
-    max_tokens: int = 33_000
-    expected_tokens: int = 32_000
-    max_tokens_per_sample: int = 33_000
-    max_buffer_size: int = 50
-
-    @classmethod
-    def around(cls, tokens: int, fill: float = 0.97, max_buffer_size: int = 50) -> TokenBudget:
-        """Packs of ``tokens`` capacity, emitted once ``fill`` of it is used; samples up to a whole pack."""
-        return cls(tokens, math.floor(tokens * fill), tokens, max_buffer_size)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.expected_tokens <= self.max_tokens:
-            raise ValueError(
-                f"TokenBudget: need 0 < expected_tokens={self.expected_tokens} <= {self.max_tokens}"
-            )
-        if not 0 < self.max_tokens_per_sample <= self.max_tokens:
-            raise ValueError(
-                f"TokenBudget: need 0 < max_tokens_per_sample={self.max_tokens_per_sample} "
-                f"<= max_tokens={self.max_tokens}"
-            )
-        if self.max_buffer_size < 0:
-            raise ValueError(f"TokenBudget: max_buffer_size={self.max_buffer_size} must be >= 0")
-
-
-@dataclass
-class PackerStats:
-    """What a ``TokenBudgetPacker`` has emitted and skipped so far."""
-
-    packs: int = 0
-    samples: int = 0
-    tokens: int = 0
-    capacity: int = 0
-    skipped: int = 0
-
-    @property
-    def padding_fraction(self) -> float:
-        """Share of the emitted packs' capacity that no sample filled."""
-        return 1.0 - self.tokens / self.capacity if self.capacity else 0.0
-
-
-class TokenBudgetPacker:
-    """The packs of a stream of samples, each filling a ``TokenBudget`` (BAGEL's loop, best-fit buffer).
-
-        packer = TokenBudgetPacker((trajectory_packer.sample(t) for t in trajectories), TokenBudget())
-        for pack in packer:                      # a list of samples
-            batch = trajectory_packer.collate(pack)
-        print(packer.stats.padding_fraction, packer.stats.skipped)
-
-
-    Samples are appended until the pack holds ``expected_tokens``. A sample that would overflow
-    ``max_tokens`` waits in a buffer; after each step the pack is topped up with the *largest* buffered
-    sample that still fits (BAGEL takes the oldest). When the buffer holds more than ``max_buffer_size``
-    samples, none of which fits, BAGEL emits the pack as it is; here the pack is re-chosen from everything
-    waiting (pack and buffer) as the fullest subset that contains the oldest buffered sample, so nothing
-    waits forever. The end of the stream drains the same way. Both matter when samples are a sizeable part
-    of a pack: at the paper's lengths (about 14K tokens a sample, 33K a pack) they take padding from 23 %
-    (no buffer) to under 3 % (``tools/bench_packing.py``). Over-long samples are skipped and counted.
-    Works on anything with a ``num_tokens`` property.
-
-    Args:
-        samples: anything with ``num_tokens`` (``PackedSample``s), read lazily.
-        budget: the pack sizes.
-    """
-
-    def __init__(self, samples: Iterable[_Sized], budget: TokenBudget) -> None:
-        self.samples = samples
-        self.budget = budget
-        self.stats = PackerStats()
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        b = self.budget
-        buffer: list[Any] = []
-        pack: list[Any] = []
-        for sample in self.samples:
-            if sample.num_tokens > b.max_tokens_per_sample:
-                self.stats.skipped += 1
-                continue
-            if _used(pack) + sample.num_tokens <= b.max_tokens:
-                pack.append(sample)
-            else:
-                buffer.append(sample)
-            self._top_up(pack, buffer)
-            while _used(pack) >= b.expected_tokens or len(buffer) > b.max_buffer_size:
-                if _used(pack) < b.expected_tokens:
-                    pack, buffer = self._fullest(pack + buffer, oldest=len(pack))
-                yield self._emit(pack)
-                pack = []
-                self._top_up(pack, buffer)
-        waiting = pack + buffer
-        while waiting:
-            pack, waiting = self._fullest(waiting, oldest=0)
-            yield self._emit(pack)
-
-    def _fullest(self, pool: list[Any], oldest: int) -> tuple[list[Any], list[Any]]:
-        """Split ``pool`` into the fullest pack holding ``pool[oldest]`` and the rest (both in pool order).
-
-        A 0/1 knapsack over token counts: ``first[s]`` is the sample whose addition first made the sum ``s``
-        reachable, so walking back from the largest reachable sum recovers one subset that makes it.
-        """
-        sizes = [s.num_tokens for s in pool]
-        room = self.budget.max_tokens - sizes[oldest]
-        first = np.full(room + 1, -1)
-        first[0] = len(pool)  # reachable with nothing
-        for i, n in enumerate(sizes):
-            if i != oldest and 0 < n <= room:
-                reachable = first >= 0
-                newly = np.zeros_like(reachable)
-                newly[n:] = reachable[:-n] & ~reachable[n:]
-                first[newly] = i
-        chosen, total = {oldest}, int(np.flatnonzero(first >= 0).max())
-        while total:
-            chosen.add(int(first[total]))
-            total -= sizes[first[total]]
-        return [s for i, s in enumerate(pool) if i in chosen], [
-            s for i, s in enumerate(pool) if i not in chosen
-        ]
-
-    def _top_up(self, pack: list[Any], buffer: list[Any]) -> None:
-        """Move the largest buffered sample that fits into ``pack``, while one does."""
-        while buffer:
-            room = self.budget.max_tokens - _used(pack)
-            fitting = [i for i, s in enumerate(buffer) if s.num_tokens <= room]
-            if not fitting:
-                return
-            best = max(fitting, key=lambda i: buffer[i].num_tokens)
-            pack.append(buffer.pop(best))
-
-    def _emit(self, pack: list[Any]) -> list[Any]:
-        assert pack and _used(pack) <= self.budget.max_tokens
-        self.stats.packs += 1
-        self.stats.samples += len(pack)
-        self.stats.tokens += _used(pack)
-        self.stats.capacity += self.budget.max_tokens
-        return pack
-
-
-def _used(pack: list[Any]) -> int:
-    return sum(s.num_tokens for s in pack)

@@ -40,7 +40,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from pdgen.data.packing import PackingConfig
+from pdgen.data.packing_config import PackingConfig, PackingGeometry
 from pdgen.inference.config import GenerationConfig, Mode
 from pdgen.inference.control import Controller, ModelDecides
 from pdgen.trajectory import TAG_PATTERN
@@ -180,8 +180,8 @@ class PromptsDataModule(L.LightningDataModule):
 
     The tokenizer is the one the model was trained with: ``tokenizer`` (a directory) if given, else the
     one saved with the training shard set at ``root`` (``configs/full.yaml`` names it, so
-    ``-c configs/full.yaml`` brings it along). ``packing`` must be the training run's preset; the model
-    sets its geometry at setup, as in training.
+    ``-c configs/full.yaml`` brings it along). ``packing`` must be the training run's preset; its
+    geometry is the trunk's (``geometry``, linked from ``model.trunk`` as in training).
 
     Args:
         path: the prompt source: a .txt, a .jsonl (GenEval / ShapesEval metadata) or
@@ -205,6 +205,8 @@ class PromptsDataModule(L.LightningDataModule):
         interactive: show each plan, image and inspection on the terminal and let the user accept,
             redirect or stop (``pdgen.inference.interactive``); reads standard input.
         world: the shapes world preset of the baselines' back ends.
+        geometry: the trunk's image geometry, which replaces the packing preset's; ``pdgen predict`` links it
+            from ``model.trunk``.
     """
 
     def __init__(
@@ -223,6 +225,7 @@ class PromptsDataModule(L.LightningDataModule):
         baseline: Baseline | None = None,
         interactive: bool = False,
         world: str = "default",
+        geometry: PackingGeometry | None = None,
     ) -> None:
         super().__init__()
         if samples_per_prompt < 1:
@@ -246,7 +249,7 @@ class PromptsDataModule(L.LightningDataModule):
         self.limit = limit
         self.root = None if root is None else Path(root)
         self.tokenizer_path = None if tokenizer is None else Path(tokenizer)
-        self.packing_config = PackingConfig.from_name(packing)
+        self.packing_config = PackingConfig.from_name(packing).with_geometry(geometry)
         self.overrides = dict(generation_overrides or {})
         self.overrides["mode"] = mode
         # Built here so that a bad preset or field fails at start-up; `generation_config` sets the image size.

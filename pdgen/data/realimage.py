@@ -40,6 +40,7 @@ from PIL import Image
 
 from pdgen.console import counter
 from pdgen.data.shards import ShardSetWriter, SubsetStats, read_manifest, shard_name, write_manifest
+from pdgen.data.subset_build import VAL_OFFSET
 from pdgen.editors.base import Editor
 from pdgen.errors import UserError
 from pdgen.io import write_atomic
@@ -55,8 +56,6 @@ SUBSET = "multiturn-real"
 """The manifest's ``subset`` for this build."""
 FAILURES = ("parser", "planner", "editor", "judge_error", "judge_disagrees")
 """Why a sample was skipped, as the manifest counts them."""
-_VAL_OFFSET = 1 << 40
-"""Validation samples are numbered from here, so they never share a seed with a training one."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class RealImageSpec:
     def shards(self) -> list[tuple[str, int, range]]:
         """Every shard of the build as (split, number, sample indexes), train shards first."""
         tasks = []
-        for split, start, count in (("train", 0, self.num_samples), ("val", _VAL_OFFSET, self.val_size)):
+        for split, start, count in (("train", 0, self.num_samples), ("val", VAL_OFFSET, self.val_size)):
             for number, first in enumerate(range(0, count, self.samples_per_shard)):
                 tasks.append(
                     (split, number, range(start + first, start + min(count, first + self.samples_per_shard)))
@@ -145,7 +144,7 @@ class _Sample:
 def _start(spec: RealImageSpec, backends: Backends, split: str, index: int) -> _Sample:
     """Parse and plan sample ``index`` (and have the judge check the plan), or ``_Failed``."""
     prompt = spec.prompts[index % len(spec.prompts)]
-    key = f"{split}{index - (_VAL_OFFSET if split == 'val' else 0):09d}"
+    key = f"{split}{index - (VAL_OFFSET if split == 'val' else 0):09d}"
     try:
         graph = backends.parser.parse(prompt)
     except (ChatError, ValueError) as error:

@@ -87,7 +87,7 @@ class ProcessReport:
 
 def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> ProcessReport:
     """Score the trajectories of a `pdgen predict` folder whose prompts are GenEval metadata rows."""
-    from pdgen.data.conflict import WorldStepJudge
+    from pdgen.judges.step import WorldStepJudge
     from pdgen.judges.world import WorldJudge
 
     report = ProcessReport()
@@ -126,7 +126,7 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
 
 
 def _read(des: str) -> SceneGraph:
-    from pdgen.data.conflict import read_scene
+    from pdgen.scene.describe import read_scene
 
     return read_scene(des)
 

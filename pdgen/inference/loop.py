@@ -48,6 +48,7 @@ from PIL import Image
 # Training's own image resize, patch order and 2-D position ids: the loop must feed images exactly as
 # packing does.
 from pdgen.data.packing import PackingConfig, grid_position_ids, image_grid, image_pixels, patchify
+from pdgen.data.packing_config import PackingGeometry
 from pdgen.data.tokenizer import CONTROL_TOKENS, SpecialTokenIds, encode_text
 from pdgen.inference.config import GenerationConfig
 from pdgen.inference.context import Block, Contexts
@@ -471,22 +472,11 @@ class _Loop:
 
 def _check_geometry(trunk: BagelTrunk, config: GenerationConfig, packing: PackingConfig) -> tuple[int, int]:
     """The latent grid (h, w) of `config.image_size`, after checking that trunk, packing and size agree."""
-    model = trunk.config
-    expected = {  # what PackingConfig.for_model reads from the trunk
-        "latent_downsample": model.latent_downsample,
-        "max_latent_size": model.max_latent_size,
-        "vit_patch_size": model.vit.patch_size,
-        "vit_max_patches_per_side": model.vit.max_patches_per_side,
-    }
-    mismatched = [
-        f"{name}={getattr(packing, name)} (trunk: {value})"
-        for name, value in expected.items()
-        if getattr(packing, name) != value
-    ]
+    mismatched = packing.geometry.mismatches(PackingGeometry.of_trunk(trunk.config))
     if mismatched:
         raise ValueError(
-            f"the packing config does not match the trunk {model.name!r}: {', '.join(mismatched)}; "
-            "build it with PackingConfig.for_model(trunk.config, ...)"
+            f"the packing config does not match the trunk {trunk.config.name!r}: {', '.join(mismatched)}; "
+            "give it the trunk's geometry: packing.for_trunk(trunk.config)"
         )
     height, width = config.image_size
     stride = packing.latent_downsample

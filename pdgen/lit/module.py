@@ -47,7 +47,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from pdgen.data.packing import PackedBatch, PackingConfig
+from pdgen.data.packing import PackedBatch
 from pdgen.data.tokenizer import content_token_ids
 from pdgen.models.bagel import BagelConfig, BagelTrunk
 from pdgen.models.bagel.flow import TimestepDistribution, sample_timesteps
@@ -131,29 +131,6 @@ def build_trunk(trunk: str, attn_impl: str) -> BagelTrunk:
             f"model.trunk={trunk!r} is neither a checkpoint directory nor a preset: {err}"
         ) from None
     return BagelTrunk(config, attn_impl=attn_impl)
-
-
-def packing_for_trunk(packing: PackingConfig, config: BagelConfig) -> PackingConfig:
-    """`packing` with the trunk's image geometry; its policy (sizes, ViT copies) kept where the trunk allows.
-
-    The geometry (pixels per latent token, position-table sides) is a property of the model, so the model sets
-    it; the largest image side is capped at what the latent position table holds.
-    """
-    stride, table = config.latent_downsample, config.max_latent_size
-    vit_patch, vit_table = config.vit.patch_size, config.vit.max_patches_per_side
-    vae_max = min(packing.vae_max_size, stride * table)
-    vit_max = min(packing.vit_max_size, vit_patch * vit_table)
-    return dataclasses.replace(
-        packing,
-        latent_downsample=stride,
-        max_latent_size=table,
-        vit_patch_size=vit_patch,
-        vit_max_patches_per_side=vit_table,
-        vae_max_size=vae_max,
-        vae_min_size=min(packing.vae_min_size, vae_max),
-        vit_max_size=vit_max,
-        vit_min_size=min(packing.vit_min_size, vit_max),
-    )
 
 
 class ProcessDrivenModule(LightningModule):
@@ -320,21 +297,14 @@ class ProcessDrivenModule(LightningModule):
         rank_zero_info(f"trunk weights from {path} ({'EMA average' if ema.get('shadow') else 'raw weights'})")
 
     def setup(self, stage: str) -> None:
-        """Loads `init_from`; sets the datamodule's packing geometry from the trunk; reads `<|vision_start|>`
-        and the content words off its tokenizer.
+        """Loads `init_from`; reads `<|vision_start|>` and the content words off the datamodule's tokenizer.
 
-        Runs after the datamodule's `setup` and before its loaders are made (Lightning's order), so packs are
-        built for this trunk whatever packing preset the datamodule was given.
+        The datamodule's packing geometry is the trunk's already: `pdgen fit` links it from `model.trunk`
+        (`pdgen.cli.link_trunk_geometry`); a pack of another geometry fails in `_check_geometry`.
         """
         if stage == "fit" and self.hparams.init_from is not None:
             self.load_trunk_weights(self.hparams.init_from)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        packing = getattr(datamodule, "packing_config", None)
-        if isinstance(packing, PackingConfig):
-            aligned = packing_for_trunk(packing, self.trunk.config)
-            if aligned != packing:
-                log.info("packing geometry set from the trunk %r: %s", self.trunk.config.name, aligned)
-                datamodule.packing_config = aligned
         tokenizer = getattr(datamodule, "tokenizer", None)
         if self.planner_head is None:
             if tokenizer is None:
@@ -422,7 +392,7 @@ class ProcessDrivenModule(LightningModule):
             raise ValueError(
                 f"pack geometry: an image of {height} px rows is {rows} latent tokens, i.e. "
                 f"{height // max(rows, 1)} px per token, but the trunk's latent_downsample is {stride}; "
-                "build the packing config with PackingConfig.for_model(trunk.config)"
+                "give the packing config the trunk's geometry: packing.for_trunk(trunk.config)"
             )
 
     def total_loss(self, losses: dict[str, HeadLoss]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

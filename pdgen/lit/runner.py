@@ -25,10 +25,11 @@ import logging
 import os
 import sys
 import warnings
+from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from pdgen.console import stderr_is_terminal
 from pdgen.errors import NO_CHECKPOINT, UserError, checkpoint_exists, missing_file
@@ -60,9 +61,31 @@ class SaveConfigOnStart(SaveConfigCallback):
         self._save(trainer, pl_module)
 
 
+def link_trunk_geometry(parser: LightningArgumentParser) -> None:
+    """Link the model's trunk to the data side: the data module's ``geometry`` (pixels per latent token,
+    ViT patch, position-table sides) is ``PackingGeometry.of_trunk`` of the instantiated trunk's config.
+
+    Applied on instantiation, so the trunk is resolved once (a preset or a checkpoint directory) by the model
+    itself; the data module's packing preset keeps its policy (sizes, ViT copies).
+    """
+    parser.link_arguments(
+        "model.trunk", "data.init_args.geometry", compute_fn=trunk_geometry, apply_on="instantiate"
+    )
+
+
+def trunk_geometry(trunk: Any) -> Any:
+    """The ``PackingGeometry`` of an instantiated trunk (``BagelTrunk``): ``link_trunk_geometry``'s value."""
+    from pdgen.data.packing_config import PackingGeometry
+
+    return PackingGeometry.of_trunk(trunk.config)
+
+
 class PdgenCLI(LightningCLI):
     """LightningCLI that checks `ckpt_path` before it builds anything (`pdgen.cli` checks the command line
     before Lightning is even imported; this catches one that a config file gives)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        link_trunk_geometry(parser)
 
     def before_instantiate_classes(self) -> None:
         path = self.config[self.subcommand].get("ckpt_path")

@@ -58,6 +58,11 @@ def naive_plural(name: str) -> str:
     return name + ("es" if name.endswith("s") else "s")
 
 
+def join_phrases(phrases: Sequence[str]) -> str:
+    """'a, b and c': phrases joined as an English list (one phrase stands alone)."""
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
 def article(word: str) -> str:
     """GenEval's article rule: 'an' before a vowel letter, else 'a'."""
     return "an" if word[:1] in "aeiou" else "a"
@@ -327,7 +332,7 @@ class SceneGraph:
                 parts.append(f"{subject} {NATURAL_PREDICATE[r.predicate]} {name(r.object)}")
             if i not in by_subject and i not in referenced:
                 parts.append(name(i))
-        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        return join_phrases(parts)
 
     def with_object(self, index: int, obj: SceneObject) -> SceneGraph:
         """A copy with object `index` replaced (relations keep pointing at the index)."""

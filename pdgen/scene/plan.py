@@ -4,8 +4,9 @@ Subgraph expansion, as the paper builds its multi-turn data: a background step f
 instance per step; anchors (objects that are nobody's subject) and the objects related to them come in a
 random order in which an object is added only after every instance of its reference exists. Each step
 carries the incremental instruction (`ins`, the `<ins>` text) and the description of the whole scene
-after it (`des`, the `<des>` text). Without augmentation every step's graph is a subgraph of the next
-and the last equals the prompt's graph (indexes included).
+after it (`des`, the `<des>` text, written by `pdgen.scene.describe.describe_scene`). Without
+augmentation every step's graph is a subgraph of the next and the last equals the prompt's graph (indexes
+included).
 
 `augment` rewrites some steps into richer edit operations that still end at the prompt's graph:
 - `recolor`  (modify attribute): the object is first added in a wrong colour, later recoloured;
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pdgen.scene.graph import NATURAL_PREDICATE, Relation, SceneGraph, SceneObject, article
+from pdgen.scene.describe import BACKGROUND, describe_scene
+from pdgen.scene.graph import NATURAL_PREDICATE, Relation, SceneGraph, SceneObject
 from pdgen.scene.vocabulary import COLORS, GENEVAL_CLASSES, OPPOSITE, SHAPE_CLASSES
 
 OPS = ("background", "add", "recolor", "replace", "remove", "move")
@@ -82,7 +84,7 @@ def plan(
     rng: np.random.Generator | int,
     augment: float = 0.0,
     classes: Sequence[str] | None = None,
-    background: str = "grey",
+    background: str = BACKGROUND,
 ) -> list[StepGoal]:
     """Order the graph's construction into steps (see the module docstring).
 
@@ -162,10 +164,7 @@ def plan(
 
     # 3. Play the actions on the scene, writing each step's texts.
     def describe() -> str:
-        g = scene.graph()
-        if not g.objects:
-            return f"An empty {background} background."
-        return f"The scene shows {g.describe()} on {article(background)} {background} background."
+        return describe_scene(scene.graph(), background)
 
     steps = [
         StepGoal("background", f"Start with an empty {background} background.", describe(), scene.graph())

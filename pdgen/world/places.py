@@ -13,7 +13,8 @@ where things go ("positioned on the right side of the wooden floor"); so do the 
 The instruction names the place of the object it adds or moves; the description ends with every object's
 colour, class and cell, so that it fixes the whole picture. The planner learns to choose cells (consistent
 with the relations, as every training plan is), the generator to draw what is written. ``strip_places``
-gives back the plain description that the world's parser reads.
+(``pdgen.scene.describe``, beside the description it strips) gives back the plain description that the
+world's parser reads.
 
 Cells are named by row and column: "top"/"bottom" and "left"/"right" on a 2 x 2 grid, with "middle" and
 "centre" between them on a 3 x 3 grid.
@@ -23,11 +24,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pdgen.scene.describe import PLACES
 from pdgen.scene.plan import StepGoal
 from pdgen.world.layout import WorldState
 
-PLACES = " Places: "
-"""Where the places sentence starts in a description."""
 _ROWS = {2: ("top", "bottom"), 3: ("top", "middle", "bottom")}
 _COLUMNS = {2: ("left", "right"), 3: ("left", "centre", "right")}
 
@@ -58,8 +58,3 @@ def with_places(goal: StepGoal, before: WorldState, after: WorldState, grid: int
             ins = f"{ins.removesuffix('.')}{', at' if goal.relations else ' at'} {where}."
     places = ", ".join(f"{p.color} {p.name} at {cell_name(p.cell, grid)}" for p in after.instances)
     return replace(goal, ins=ins, des=f"{goal.des}{PLACES}{places}.")
-
-
-def strip_places(des: str) -> str:
-    """The description without its places sentence (unchanged when it has none)."""
-    return des.split(PLACES, 1)[0]

@@ -9,16 +9,11 @@ import torch
 
 from pdgen.data.base import BaseDataModule, BaseSpec, base_sample
 from pdgen.data.packing import CeRole, PackedBatch
+from pdgen.data.reading import ReaderConfig
 from pdgen.trajectory import Sketch, Trajectory
 
-SMALL = dict(
-    num_samples=64,
-    val_size=6,
-    tokenizer_trajectories=20,
-    samples_per_shard=16,
-    max_tokens=512,
-    shuffle_buffer=16,
-)
+SMALL = dict(num_samples=64, val_size=6, tokenizer_trajectories=20, samples_per_shard=16)
+READER = ReaderConfig(max_tokens=512, shuffle_buffer=16, layout="caption", num_workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +25,7 @@ def built(tmp_path_factory):
 
 
 def module(root, **overrides) -> BaseDataModule:
-    dm = BaseDataModule(root, **{**SMALL, "num_workers": 0, **overrides})
+    dm = BaseDataModule(root, **{**SMALL, "reader": READER, **overrides})
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -112,7 +107,7 @@ def test_the_base_stage_trains_a_step(built, tmp_path):
 
     from pdgen.lit.module import ProcessDrivenModule, ScheduleConfig
 
-    dm = BaseDataModule(built, **{**SMALL, "num_workers": 0})
+    dm = BaseDataModule(built, **SMALL, reader=READER)
     model = ProcessDrivenModule("tiny", schedule=ScheduleConfig(warmup_steps=1))
     trainer = L.Trainer(
         max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,

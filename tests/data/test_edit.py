@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from pdgen.cli import main
-from pdgen.data.conflict import read_scene
 from pdgen.data.edit import (
     EDIT_TYPES,
     EditDataModule,
@@ -17,10 +16,12 @@ from pdgen.data.edit import (
     request_split,
 )
 from pdgen.data.packing import PackedBatch
+from pdgen.data.packing_config import PackingGeometry
+from pdgen.data.reading import ReaderConfig
 from pdgen.data.shards import ShardSource, read_manifest, split_shards
+from pdgen.scene.describe import PLACES, read_scene
 from pdgen.trajectory import Plan, Sketch
 from pdgen.world.config import DEFAULT_WORLD
-from pdgen.world.places import PLACES
 
 SPEC = EditSpec(num_samples=12, val_size=3, samples_per_shard=5)
 
@@ -99,15 +100,18 @@ def test_the_data_module_packs_the_input_image_and_trains_a_step(tmp_path):
 
     from pdgen.lit import ProcessDrivenModule, ScheduleConfig
 
-    dm = EditDataModule(tmp_path, num_samples=6, val_size=2, samples_per_shard=3, max_tokens=1024,
-                        num_workers=0, packing="embedded")  # fmt: skip
+    module = ProcessDrivenModule(trunk="embedded", schedule=ScheduleConfig(warmup_steps=1))
+    reader = ReaderConfig(max_tokens=1024, num_workers=0, packing="embedded")
+    geometry = PackingGeometry.of_trunk(module.trunk.config)  # what `pdgen fit` links from model.trunk
+    dm = EditDataModule(
+        tmp_path, num_samples=6, val_size=2, samples_per_shard=3, reader=reader, geometry=geometry
+    )
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, PackedBatch)
     quiet = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, limit_val_batches=0, **quiet)
-    module = ProcessDrivenModule(trunk="embedded", schedule=ScheduleConfig(warmup_steps=1))
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 1 and np.isfinite(trainer.callback_metrics["train/loss"].item())
 

@@ -1,6 +1,4 @@
-"""Packing: hand-built trajectories laid out split by split, collated packs, and the token-budget packer."""
-
-from dataclasses import dataclass
+"""Packing: hand-built trajectories laid out split by split, and collated packs."""
 
 import pytest
 import torch
@@ -8,14 +6,12 @@ from PIL import Image
 
 from pdgen.data.packing import (
     CeRole,
-    Label,
-    PackingConfig,
+    CeTarget,
     TextSplit,
-    TokenBudget,
-    TokenBudgetPacker,
     TrajectoryPacker,
     image_grid,
 )
+from pdgen.data.packing_config import PackingConfig
 from pdgen.data.tokenizer import SpecialTokenIds, encode_text
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
@@ -71,7 +67,7 @@ def test_plan_sketch_plan_sketch(tokenizer, ids):
     assert [label.role for label in plan1.labels] == [PLAN] * (n_first - 1) + [SPECIAL]
     assert [label.target for label in plan1.labels] == [*plan1.ids[1:], ids.vision_start]  # ... then draw
     assert noised.labels == ()  # nothing reads a noised split, nothing is predicted from it
-    assert clean1.labels == (Label(17, ids.im_start, SPECIAL),)  # at <|vision_end|>: continue
+    assert clean1.labels == (CeTarget(17, ids.im_start, SPECIAL),)  # at <|vision_end|>: continue
     assert clean2.labels[0].target == ids.im_end and clean2.labels[0].role == SPECIAL  # stop: the answer
     assert plan2.ids[0] == ids.im_start and plan2.ids[-1] == ids.im_end
 
@@ -328,89 +324,3 @@ def test_image_sizes_follow_the_config():
     assert image_grid((2048, 2048), big.vae_min_size, big.vae_max_size, 16) == (64, 64)  # shrunk to 1024
     assert image_grid((256, 128), big.vae_min_size, big.vae_max_size, 16) == (32, 64)  # grown: short side 512
     assert image_grid((4000, 100), big.vae_min_size, big.vae_max_size, 16) == (2, 64)  # the long side wins
-
-
-def test_config_checks_and_model_geometry():
-    with pytest.raises(ValueError, match="vae_max_size=2048 gives 128 tokens per side"):
-        PackingConfig(vae_max_size=2048)
-    with pytest.raises(ValueError, match="vit_images='some'"):
-        PackingConfig(vit_images="some")
-    with pytest.raises(ValueError, match="unknown packing preset 'huge'"):
-        PackingConfig.from_name("huge")
-    from pdgen.models.bagel.config import BagelConfig
-
-    for name in ("tiny", "bagel-7b-mot"):
-        assert PackingConfig.for_model(
-            BagelConfig.from_name(name), **_policy(name)
-        ) == PackingConfig.from_name(name)
-
-
-def _policy(name):
-    preset = PackingConfig.from_name(name)
-    return {f: getattr(preset, f) for f in ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size")}
-
-
-# ---- the token-budget packer --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Item:
-    """The packer needs nothing from a sample but its token count."""
-
-    num_tokens: int
-
-
-def packed(lengths, **budget):
-    """Pack items of the given lengths; returns the pack lengths and the packer (for its stats)."""
-    packer = TokenBudgetPacker([Item(n) for n in lengths], TokenBudget(**budget))
-    return [[item.num_tokens for item in pack] for pack in packer], packer
-
-
-def test_packer_fills_to_expected_and_tops_up_from_the_buffer():
-    packs, packer = packed(
-        (50, 60, 30, 85, 10, 40, 20), max_tokens=100, expected_tokens=90, max_tokens_per_sample=80
-    )
-    assert packs == [
-        [50, 30, 10],  # 60 would overflow and waits in the buffer; 90 is reached with the 10
-        [60, 40],  # the next pack starts from the buffer
-        [20],  # the end of the stream flushes the last pack
-    ]
-    assert packer.stats.skipped == 1  # the 85 is longer than max_tokens_per_sample
-    assert (packer.stats.packs, packer.stats.samples, packer.stats.tokens) == (3, 6, 210)
-    assert packer.stats.padding_fraction == pytest.approx(1 - 210 / 300)
-
-
-def test_packer_tops_up_with_the_largest_buffered_sample_that_fits():
-    packs, _ = packed((80, 30, 45, 55, 15), max_tokens=100, expected_tokens=95, max_tokens_per_sample=100)
-    # 30, 45 and 55 wait; 15 makes 95 and the pack goes. The next one takes 55 first, then 45 (BAGEL's
-    # oldest-first order would stop at 30 + 45 = 75).
-    assert packs == [[80, 15], [55, 45], [30]]
-
-
-def test_packer_rechooses_the_fullest_pack_when_the_buffer_overflows():
-    budget = dict(max_tokens=100, expected_tokens=100, max_tokens_per_sample=100, max_buffer_size=2)
-    packs, packer = packed((50, 60, 45, 55, 30), **budget)
-    # [50, 45] waits for a 5; 60, 55, 30 overflow the buffer. The fullest pack with the oldest buffered
-    # sample (60) is [60, 30]; then [55, 45] is full, and the stream's end drains [50].
-    assert packs == [[60, 30], [55, 45], [50]]
-    assert packer.stats.padding_fraction == pytest.approx(1 - 240 / 300)
-
-
-def test_packer_drains_the_buffer_into_the_fullest_packs():
-    packs, _ = packed((70, 40, 35, 25, 30), max_tokens=100, expected_tokens=100, max_tokens_per_sample=100)
-    assert packs == [[70, 30], [25, 40, 35]]
-
-
-def test_packer_lets_nothing_wait_forever():
-    budget = dict(max_tokens=100, expected_tokens=100, max_tokens_per_sample=100, max_buffer_size=1)
-    packs, packer = packed((60, 60, 60, 60), **budget)
-    assert packs == [[60], [60], [60], [60]]
-    assert packer.stats.padding_fraction == pytest.approx(0.4)
-
-
-def test_budget_around_and_checks():
-    assert TokenBudget.around(33_000) == TokenBudget(33_000, 32_010, 33_000, 50)
-    with pytest.raises(ValueError, match="expected_tokens=200"):
-        TokenBudget(max_tokens=100, expected_tokens=200)
-    with pytest.raises(ValueError, match="max_tokens_per_sample=200"):
-        TokenBudget(max_tokens=100, expected_tokens=50, max_tokens_per_sample=200)

@@ -11,7 +11,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pdgen.cli import main
 from pdgen.data.datamodules import MultiTurnDataModule
+from pdgen.data.packing_config import PackingGeometry
+from pdgen.data.reading import ReaderConfig
 from pdgen.lit import EMA, AtomicCheckpointIO, ProcessDrivenModule, ScheduleConfig, TrajectoryLogger
+from pdgen.models.bagel import BagelConfig
 
 
 class LossRecorder(Callback):
@@ -54,7 +57,8 @@ def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
     base_toy = tmp_path / "base_toy.yaml"
     base_toy.write_text(yaml.safe_dump({
         "data": {"init_args": {"root": str(base / "data"), "num_samples": 16, "val_size": 2,
-                               "tokenizer_trajectories": 8, "samples_per_shard": 8, "num_workers": 0}},
+                               "tokenizer_trajectories": 8, "samples_per_shard": 8,
+                               "reader": {"num_workers": 0}}},
         "trainer": {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "logger": False,
                     "default_root_dir": str(base),  # where LightningCLI writes the child run's config.yaml
                     "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
@@ -76,7 +80,7 @@ def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
         for name, (cls, args) in subsets.items()
     }
     toy = tmp_path / "toy.yaml"
-    options = {"subsets": data, "num_workers": 0, "max_tokens": 1024, "tokenizer": tokenizer}
+    options = {"subsets": data, "reader": {"num_workers": 0, "max_tokens": 1024}, "tokenizer": tokenizer}
     model = {"init_from": str(base / "last.ckpt"), "init_from_config": ["configs/base.yaml", str(base_toy)]}
     toy.write_text(yaml.safe_dump({"model": {"init_args": model}, "data": {"init_args": options}}))
     main(["fit", "-c", "configs/full.yaml", "-c", str(toy), "--trainer.fast_dev_run", "true",
@@ -143,7 +147,13 @@ def test_a_run_killed_where_it_checkpoints_and_validates_resumes_exactly(make_mo
 def shards(tmp_path_factory):
     """A tiny multi-turn shard set, built once, and a factory of DataModules reading it."""
     root = tmp_path_factory.mktemp("multiturn")
-    options = dict(num_trajectories=16, val_size=2, samples_per_shard=8, num_workers=0, max_tokens=1024)
+    options = dict(
+        num_trajectories=16,
+        val_size=2,
+        samples_per_shard=8,
+        reader=ReaderConfig(num_workers=0, max_tokens=1024),
+        geometry=PackingGeometry.of_trunk(BagelConfig.from_name("embedded")),  # the module's trunk, below
+    )
     MultiTurnDataModule(root, **options).prepare_data()
     return lambda: MultiTurnDataModule(root, **options)
 

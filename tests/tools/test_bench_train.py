@@ -7,7 +7,6 @@ from toolkit import imported_tool
 
 from pdgen.data.packing import PackingConfig, TrajectoryPacker
 from pdgen.data.tokenizer import train_tokenizer
-from pdgen.lit.module import packing_for_trunk
 from pdgen.models.bagel import BagelConfig
 from pdgen.world.shapes import PALETTE
 
@@ -21,7 +20,7 @@ def bench_train():
 def packer(bench_train):
     captions = [f"a {colour} square at the {place}" for colour in PALETTE for place in bench_train.PLACES]
     tokenizer = train_tokenizer(captions * 4, vocab_size=320)
-    packing = packing_for_trunk(PackingConfig.from_name("tiny"), BagelConfig.from_name("embedded"))
+    packing = PackingConfig.from_name("tiny").for_trunk(BagelConfig.from_name("embedded"))
     return TrajectoryPacker(tokenizer, packing)
 
 

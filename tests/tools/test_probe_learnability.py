@@ -42,15 +42,12 @@ def test_bad_geometry_is_refused(probe, cells, name_cells, message):
 def test_the_reading_ratio_is_zero_for_a_velocity_blind_to_the_text_and_positive_for_one_that_is_not(probe):
     from pdgen.data.packing import PackingConfig, TrajectoryPacker
     from pdgen.data.tokenizer import train_tokenizer
-    from pdgen.lit.module import packing_for_trunk
 
     torch.set_num_threads(1)
     world = probe.SquareWorld(side=0.5, cells=1, name_cells=False)
     tokenizer = train_tokenizer(world.corpus() * 3, vocab_size=512)
     module = probe.fresh_module(tokenizer.convert_tokens_to_ids("<|vision_start|>"), 1.0, 1.0, seed=0)
-    packer = TrajectoryPacker(
-        tokenizer, packing_for_trunk(PackingConfig.from_name("tiny"), module.trunk.config)
-    )
+    packer = TrajectoryPacker(tokenizer, PackingConfig.from_name("tiny").for_trunk(module.trunk.config))
     pairs = [(world.trajectory("red", 0), world.trajectory("blue", 0))]
     assert probe.reading_ratio(module, packer, pairs) == 0.0  # llm2vae starts at zero: no velocity at all
 

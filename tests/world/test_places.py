@@ -3,12 +3,12 @@ description."""
 
 import pytest
 
-from pdgen.data.conflict import read_scene
+from pdgen.scene.describe import read_scene, strip_places
 from pdgen.scene.graph import SceneObject
 from pdgen.scene.plan import StepGoal
 from pdgen.world.config import WorldConfig
 from pdgen.world.layout import Placed, WorldState
-from pdgen.world.places import cell_name, strip_places, with_places
+from pdgen.world.places import cell_name, with_places
 from pdgen.world.rollout import rollout
 
 
