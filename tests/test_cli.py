@@ -206,8 +206,8 @@ def test_the_data_side_reads_images_with_the_models_trunk_geometry(config: str) 
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    from pdgen.lit.runner import link_trunk_geometry
     from pdgen.data.packing_config import PackingConfig, PackingGeometry
+    from pdgen.lit.runner import link_trunk_geometry
 
     class Linked(LightningCLI):  # `pdgen fit`'s PdgenCLI adds the link the same way
         def add_arguments_to_parser(self, parser):
