@@ -30,6 +30,7 @@ from pdgen.data.multiturn import SUBSET, MultiTurnSpec, build_multiturn
 from pdgen.data.packing_config import PackingGeometry
 from pdgen.data.reading import PackedDataModule, ReaderConfig, ShardDataModule
 from pdgen.data.shards import ReaderPart, TrajectoryStream
+from pdgen.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +136,17 @@ class ConflictDataModule(ShardDataModule):
             raise ValueError(
                 f"ConflictDataModule.missing_ckpt={missing_ckpt!r}; expected 'error' or 'symbolic'"
             )
+        why_symbolic = "no stage-1 checkpoint is given (from_ckpt)"
         if from_ckpt == SYMBOLIC:
-            from_ckpt = None
+            from_ckpt, why_symbolic = None, "the config asks for it (from_ckpt: symbolic)"
         elif from_ckpt is not None and not Path(from_ckpt).is_file():
             if missing_ckpt == "error":
-                raise ValueError(
+                raise UserError(
                     f"ConflictDataModule.from_ckpt={from_ckpt!r}: no such checkpoint file (has stage 1 "
                     "run?); for the symbolic conflict set say from_ckpt: symbolic, or missing_ckpt: symbolic "
                     "to fall back to it while the checkpoint is not there yet"
                 )
-            log.warning(
-                "ConflictDataModule: the stage-1 checkpoint %s does not exist (has stage 1 run?): using the "
-                "symbolic conflict set instead (missing_ckpt: symbolic)",
-                from_ckpt,
-            )
+            why_symbolic = f"the stage-1 checkpoint {from_ckpt} is not there yet (missing_ckpt: symbolic)"
             from_ckpt = None
         spec = ConflictSpec(
             num_samples=num_samples,
@@ -172,8 +170,9 @@ class ConflictDataModule(ShardDataModule):
         if spec.from_ckpt is None:
             log.warning(
                 "ConflictDataModule: using the symbolic conflict set (scene-graph perturbations, the paper's "
-                "Table 6 ablation) in %s, since no stage-1 checkpoint is given (from_ckpt)",
+                "Table 6 ablation) in %s, since %s",
                 self.root,
+                why_symbolic,
             )
         else:
             log.warning(

@@ -87,7 +87,8 @@ def test_without_the_checkpoint_yet_the_conflict_set_is_symbolic_and_says_so(con
             **CONFLICT,
         )
     assert dm.root == conflict_root / "symbolic" and dm.build_spec.from_ckpt is None
-    assert "does not exist" in caplog.text and "using the symbolic conflict set" in caplog.text
+    assert "is not there yet" in caplog.text and "using the symbolic conflict set" in caplog.text
+    assert len(caplog.records) == 1  # one line says which set and why
     dm.prepare_data()  # the existing symbolic shards are the ones asked for
     dm.setup("fit")
     assert dm.manifest["mode"] == "symbolic" and dm.manifest["stats"]["negative_samples"] > 0
