@@ -490,7 +490,8 @@ def _process_lines(process: dict[str, Any] | None) -> list[str]:
         _table(lines),
         f"(of {process['trajectories']} trajectories, {process['unreadable']} unreadable; per readable one: "
         f"{process['images_per_trajectory']:.2f} images, {process['inspections_per_trajectory']:.2f} "
-        f"inspections; planned right: every object added, nothing changed after the last; {readable} read)",
+        f"inspections; planned right: every object added, nothing changed after the last, over all "
+        f"{process['trajectories']}, an unreadable one counting as wrong; {readable} read)",
     ]
 
 

@@ -15,6 +15,10 @@ saves beside the images (`pdgen.eval.predictions`), with the shapes world as the
 - **images per prompt**, and how many trajectories could not be read (a plan whose ``<des>`` is not a scene
   description, or no trajectory at all: single-pass samples, invalid outputs).
 
+Plans are scored over *every* trajectory of a process folder: one that cannot be read did not plan the
+prompt's scene (the model wrote, say, "a circle and a circle" where the world says "two circles"), so it
+counts as neither complete nor planned right. Leaving it out would score a planner by its best outputs.
+
 Every rate comes with its count and a Wilson 95 % interval, because prediction runs on a CPU are small.
 """
 
@@ -92,7 +96,7 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
 
     report = ProcessReport()
     judge, step_judge = WorldJudge(config), WorldStepJudge()
-    inspections = images = 0
+    inspections = images = without_trajectory = 0
     for prediction in read_predictions(root):
         row = prediction.folder.metadata
         if "include" not in row:
@@ -100,12 +104,15 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
         report.trajectories += 1
         if prediction.trajectory is None:
             report.unreadable += 1
+            without_trajectory += 1
             continue
         trajectory = Trajectory.load(prediction.trajectory)
         prompt = SceneGraph.from_geneval(row["include"], row.get("exclude", ()))
         scenes = _planned_scenes(trajectory)
         if scenes is None:
             report.unreadable += 1
+            report.complete.add(False)
+            report.planned_right.add(False)
             continue
         images += sum(isinstance(step, Sketch | Refine) for step in trajectory.steps)
         complete = [_is_complete(prompt, scene, judge) for scene in scenes]
@@ -119,6 +126,10 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
                 not step_judge.check_step(prompt, goal).verdict.ok or not judge.check_image(image, goal).ok
             )
             report.inspections_agree.add((inspect.refine is not None) == wrong)
+    if without_trajectory < report.trajectories:  # a process folder: an output that is no trajectory failed
+        for _ in range(without_trajectory):
+            report.complete.add(False)
+            report.planned_right.add(False)
     readable = report.trajectories - report.unreadable
     report.inspections_per_trajectory = inspections / readable if readable else 0.0
     report.images_per_trajectory = images / readable if readable else 0.0

@@ -64,6 +64,17 @@ def test_a_refine_that_redraws_the_finished_scene_is_still_planned_right_and_its
     assert (report.inspections_agree.successes, report.inspections_agree.n) == (1, 3)
 
 
+def test_a_plan_the_world_cannot_read_counts_as_planned_wrong(tmp_path):
+    right = steps_of(PROMPT)
+    # "a circle and a circle": the world writes "two circles", so its parser refuses this description.
+    unreadable = right[:2] + [Plan("Add a circle.", "The scene shows a circle and a circle."), right[-1]]
+    save(tmp_path, 0, PROMPT, right, unreadable)
+    report = score_process(tmp_path)
+    assert report.unreadable == 1
+    assert (report.planned_right.successes, report.planned_right.n) == (1, 2)
+    assert (report.complete.successes, report.complete.n) == (1, 2)
+
+
 def test_a_folder_without_trajectories_has_nothing_to_score(tmp_path):
     write_prompt_folder(tmp_path, 0, metadata_row(parse(PROMPT)), [steps_of(PROMPT)[-1].image])
     report = score_process(tmp_path)
