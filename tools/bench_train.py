@@ -1,7 +1,8 @@
 """Training throughput of a trunk preset on this machine: packed vs. padded, and against a dense transformer.
 
 Each pdgen step is the full `ProcessDrivenModule` step: flow times, trunk over the pack, three heads,
-backward, AdamW.
+backward, AdamW, on a pack as `TrajectoryPacker.collate` hands it to the DataLoader (with the `sdpa` masks
+it builds there; `masks ms` says what building them costs).
 
 **Packed vs. padded** (the default). The same multi-turn world trajectories laid out two ways: *packed*
 (`TrajectoryPacker.collate`, samples end to end) and *padded* (`collate_padded`, every sample right-padded

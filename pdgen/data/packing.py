@@ -46,7 +46,8 @@ Two more layouts are BAGEL's pre-training samples, for the base stage and the si
 its caption with CE).
 
 Token counts are known from text lengths and image sizes alone, so ``TrajectoryPacker.sample`` is cheap (no
-pixels are touched); ``TrajectoryPacker.collate`` resizes images and builds the tensors for one pack only.
+pixels are touched); ``TrajectoryPacker.collate`` resizes images and builds the tensors for one pack only,
+the attention masks included (``PackedBatch.attention``): in a DataLoader worker, not in the training step.
 ``pdgen.data.token_budget.TokenBudgetPacker`` fills packs from a stream of samples (BAGEL's loop, with a
 best-fit overflow buffer and a knapsack when the buffer overflows). ``PackingConfig`` (image geometry and
 packing policy) is in ``pdgen.data.packing_config``.
