@@ -192,8 +192,8 @@ def prepared_meta(
     """A pack's metadata (on the CPU) with its ``sdpa`` layout and float32 masks already built.
 
     Called by ``TrajectoryPacker.collate``, which runs in a DataLoader worker: the rule over every pair of
-    tokens of a sample (about 14 ms for four 483-token samples) is then the worker's work, not the
-    training step's, and the batch carries the masks (``PackedBatch.attention``). Packs larger than
+    tokens of a sample (5-14 ms for four multi-turn samples on the 2-core VM) is then the worker's work,
+    not the training step's, and the batch carries the masks (``PackedBatch.attention``). Packs larger than
     ``PREPARED_MASK_PAIRS`` pairs (a GPU pack, which attends with ``flex`` or ``triton``) carry the
     metadata only: their masks would be large to ship between processes and are not what they use.
     """

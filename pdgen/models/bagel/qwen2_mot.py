@@ -66,20 +66,23 @@ class ExpertRoute:
         num_tokens: T.
         und: (N_und,) long, rows for the understanding expert.
         gen: (N_gen,) long, rows for the generation expert.
-        order: (T,) long, `und` then `gen`: the pack row of each row in expert order.
-        inverse: (T,) long, the row in expert order of each pack row.
+        order: (T,) long, `und` then `gen`: the pack row of each row in expert order (None when one expert
+            takes every row: there is nothing to reorder, and a decoded token skips building it).
+        inverse: (T,) long, the row in expert order of each pack row (None likewise).
     """
 
     num_tokens: int
     und: torch.Tensor
     gen: torch.Tensor
-    order: torch.Tensor
-    inverse: torch.Tensor
+    order: torch.Tensor | None = None
+    inverse: torch.Tensor | None = None
 
     @classmethod
     def from_gen_mask(cls, gen_mask: torch.Tensor) -> ExpertRoute:
         """`gen_mask` (T,) bool: True where the token is a VAE latent token."""
         und, gen = torch.nonzero(~gen_mask).flatten(), torch.nonzero(gen_mask).flatten()
+        if not (und.numel() and gen.numel()):
+            return cls(num_tokens=gen_mask.numel(), und=und, gen=gen)
         order = torch.cat([und, gen])
         rows = torch.arange(order.numel(), device=order.device)
         inverse = torch.empty_like(order).index_copy_(0, order, rows)
