@@ -1,7 +1,8 @@
 """Training throughput of a trunk preset on this machine: packed vs. padded, and against a dense transformer.
 
 Each pdgen step is the full `ProcessDrivenModule` step: flow times, trunk over the pack, three heads,
-backward, AdamW.
+backward, AdamW, on a pack as `TrajectoryPacker.collate` hands it to the DataLoader (with the `sdpa` masks
+it builds there; `masks ms` says what building them costs).
 
 **Packed vs. padded** (the default). The same multi-turn world trajectories laid out two ways: *packed*
 (`TrajectoryPacker.collate`, samples end to end) and *padded* (`collate_padded`, every sample right-padded
@@ -62,8 +63,10 @@ from pdgen.data.packing import (
 from pdgen.data.subset_build import TOKENIZER_VOCAB
 from pdgen.data.tokenizer import encode_text, train_tokenizer
 from pdgen.lit.module import ProcessDrivenModule
+from pdgen.models.attention import sdpa_layout
 from pdgen.models.bagel.config import LLMConfig
 from pdgen.models.bagel.qwen2_mot import RMSNorm, RotaryEmbedding, SwiGLU, apply_rope
+from pdgen.models.mask import PackedAttentionMeta
 from pdgen.trajectory import Trajectory
 from pdgen.world.shapes import BACKGROUND, PALETTE
 
@@ -263,9 +266,11 @@ def reference_table(module: ProcessDrivenModule, packer: TrajectoryPacker, args:
     config = module.trunk.config
     torch.manual_seed(0)
     reference = DenseReference(config.llm, config.patch_latent_dim)
-    print(f"{args.rounds} rounds; medians of the rounds: step times and pdgen / dense ratios (wall, CPU)")
+    print(f"{args.rounds} rounds; medians of the rounds: step times and pdgen / dense ratios (wall, CPU); "
+          "masks ms: building the pack's sdpa masks, which collate does (outside the timed step) where "
+          "PackedBatch.attention exists")
     print(f"{'pack':<14}{'samples':>8}{'tokens':>8}{'B x T':>8}{'pdgen ms':>10}{'dense ms':>10}"
-          f"{'ratio':>7}{'CPU ratio':>10}{'images/s':>10}")
+          f"{'ratio':>7}{'CPU ratio':>10}{'images/s':>10}{'masks ms':>9}")
     for kind in args.kinds:
         count = args.single_image_samples if kind == "single-image" else args.samples
         pack = packer.collate(build_packs(kind, packer, count))
@@ -280,7 +285,19 @@ def reference_table(module: ProcessDrivenModule, packer: TrajectoryPacker, args:
         shape = "x".join(map(str, dense.ids.shape))
         print(f"{kind:<14}{len(pack.sample_lens):>8}{pack.sequence_length:>8}{shape:>8}{ours_ms:>10.1f}"
               f"{1e3 * statistics.median(t[0] for t in theirs):>10.1f}{median_ratio(ours, theirs, 0):>7.2f}"
-              f"{median_ratio(ours, theirs, 1):>10.2f}{1e3 * images / ours_ms:>10.1f}", flush=True)
+              f"{median_ratio(ours, theirs, 1):>10.2f}{1e3 * images / ours_ms:>10.1f}"
+              f"{mask_build_ms(pack):>9.1f}", flush=True)
+
+
+def mask_build_ms(pack: PackedBatch) -> float:
+    """Median ms to build the pack's `sdpa` masks from its split layout (where they are built depends on
+    the tree: in the step, or in `collate`, i.e. the DataLoader worker)."""
+
+    def build() -> None:
+        meta = PackedAttentionMeta.from_splits(pack.sample_lens, pack.split_lens, pack.split_modes)
+        sdpa_layout(meta, torch.float32)
+
+    return 1e3 * statistics.median(seconds(build)[0] for _ in range(5))
 
 
 def packed_padded_table(

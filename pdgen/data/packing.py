@@ -46,7 +46,8 @@ Two more layouts are BAGEL's pre-training samples, for the base stage and the si
 its caption with CE).
 
 Token counts are known from text lengths and image sizes alone, so ``TrajectoryPacker.sample`` is cheap (no
-pixels are touched); ``TrajectoryPacker.collate`` resizes images and builds the tensors for one pack only.
+pixels are touched); ``TrajectoryPacker.collate`` resizes images and builds the tensors for one pack only,
+the attention masks included (``PackedBatch.attention``): in a DataLoader worker, not in the training step.
 ``pdgen.data.token_budget.TokenBudgetPacker`` fills packs from a stream of samples (BAGEL's loop, with a
 best-fit overflow buffer and a knapsack when the buffer overflows). ``PackingConfig`` (image geometry and
 packing policy) is in ``pdgen.data.packing_config``.
@@ -71,6 +72,7 @@ from PIL import Image
 
 from pdgen.data.packing_config import PackingConfig
 from pdgen.data.tokenizer import SpecialTokenIds, encode_text
+from pdgen.models.attention import prepared_meta
 from pdgen.models.mask import PackedAttentionMeta
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
@@ -178,19 +180,24 @@ class PackedBatch:
     packed_vit_position_ids: torch.Tensor  # (N_vit,) long, row * vit_max_patches_per_side + col
     packed_vit_token_indexes: torch.Tensor  # (N_vit,) long
     vit_token_seqlens: torch.Tensor  # (N_img,) int
+    # The split layout as attention reads it, with what ``sdpa`` derives from it (its masks) when the pack is
+    # CPU-sized: built by ``collate``, i.e. in the DataLoader worker, not in the training step.
+    attention: PackedAttentionMeta | None = field(default=None, repr=False, compare=False)
 
     def attention_meta(self) -> PackedAttentionMeta:
-        """Per-token sample / split / mode metadata for ``packed_attention``, on this batch's device."""
-        return PackedAttentionMeta.from_splits(
-            self.sample_lens, self.split_lens, self.split_modes, device=self.packed_position_ids.device
-        )
+        """Per-token sample / split / mode metadata for ``packed_attention``, on this batch's device: the
+        one ``collate`` built, or (for a batch made another way) built now."""
+        device = self.packed_position_ids.device
+        if self.attention is not None and self.attention.device == device:
+            return self.attention
+        return PackedAttentionMeta.from_splits(self.sample_lens, self.split_lens, self.split_modes, device)
 
     def to(self, device: torch.device | str) -> PackedBatch:
         """A copy with every tensor on ``device`` (lists of lengths stay Python lists)."""
         moved = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor | PackedAttentionMeta):
                 moved[f.name] = value.to(device)
             elif f.name == "vae_images":
                 moved[f.name] = [image.to(device) for image in value]
@@ -540,6 +547,7 @@ class _PackBuilder:
             packed_vit_position_ids=_cat(self.vit_position_ids, torch.long),
             packed_vit_token_indexes=_cat(self.vit_indexes, torch.long),
             vit_token_seqlens=torch.tensor(self.vit_seqlens, dtype=torch.int32),
+            attention=prepared_meta(self.sample_lens, self.split_lens, self.split_modes),
         )
 
 

@@ -119,6 +119,9 @@ class PackedAttentionMeta:
         return self.sample_id.device
 
     def to(self, device: torch.device | str) -> PackedAttentionMeta:
+        """The metadata on ``device``: itself (with what it has cached) where it is there already."""
+        if torch.device(device) == self.device:
+            return self
         return PackedAttentionMeta(self.sample_id.to(device), self.split_id.to(device), self.mode.to(device))
 
     def may_attend(self, q_idx: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:

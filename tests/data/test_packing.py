@@ -13,6 +13,7 @@ from pdgen.data.packing import (
 )
 from pdgen.data.packing_config import PackingConfig
 from pdgen.data.tokenizer import SpecialTokenIds, encode_text
+from pdgen.models.mask import PackedAttentionMeta
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 
 TINY = PackingConfig.from_name("tiny")  # 16 px latent tokens, 8 px ViT patches, images 32-64 px
@@ -277,6 +278,22 @@ def test_attention_meta_follows_the_layout(tokenizer):
     )  # the target sees the prefix and itself
     assert not mask[clean, noise].any()  # the clean copy never reads the noised one
     assert mask[clean, clean].all()  # bidirectional inside a clean image
+
+
+def test_collate_builds_the_attention_masks_so_the_step_does_not(tokenizer):
+    """The masks are the DataLoader worker's work: the batch carries them, and moving it to the device it is
+    on already (Lightning does, on the CPU too) keeps them."""
+    packer = TrajectoryPacker(tokenizer, TINY)
+    trajectory = Trajectory("a circle", [Plan("Add a circle.", "A circle."), Sketch(image(32, 32))])
+    sample = packer.sample(trajectory)
+    batch = packer.collate([sample, sample])
+    meta = batch.attention_meta()
+    assert meta is batch.attention and ("sdpa", torch.float32) in meta._cache
+    assert torch.equal(meta.dense_mask(), PackedAttentionMeta.from_splits(
+        batch.sample_lens, batch.split_lens, batch.split_modes).dense_mask())
+    assert batch.to("cpu").attention_meta() is meta
+    moved = batch.to("meta").attention_meta()
+    assert moved.sample_id.is_meta and not moved._cache
 
 
 def test_pad_to_appends_a_padding_sample(tokenizer, ids):

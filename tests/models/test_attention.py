@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from pdgen.models import attention
 from pdgen.models.attention import _warn_fallback, packed_attention, sdpa_layout
 from pdgen.models.mask import PackedAttentionMeta
 
@@ -62,6 +63,30 @@ def test_sdpa_batches_samples_of_similar_length_and_pads_them():
     assert torch.isinf(padded[:10, 10]).all(), "no real query sees a padded key"
     assert torch.equal(padded[:10, :10] == 0, meta.dense_mask()[41:51, 41:51])
     assert layout.index[layout.unpad].tolist() == list(range(sum(lens)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sdpa_attends_in_query_chunks_over_the_keys_they_reach(random_pack, seed, monkeypatch):
+    monkeypatch.setattr(attention, "SDPA_QUERY_CHUNK", 8)  # cuts every sample of more than 8 tokens
+    meta = PackedAttentionMeta.from_splits(*random_pack(seed, max_tokens=120))
+    layout = sdpa_layout(meta, torch.float32)
+    trimmed = 0
+    for (_, width), mask, chunks in zip(layout.batches, layout.masks, layout.chunks, strict=True):
+        assert [rows for _, rows, _ in chunks] == [min(8, width - a) for a in range(0, width, 8)]
+        for start, rows, keys in chunks:
+            assert torch.isinf(mask[:, :, start : start + rows, keys:]).all(), "no key past `keys` is seen"
+            assert (mask[:, :, start : start + rows, keys - 1] == 0).any(), "the last key is seen"
+            trimmed += keys < width
+    assert trimmed
+    q, k, v = _qkv(meta.num_tokens, seed=seed)
+    grad_out = torch.randn_like(q)
+    out = packed_attention(q, k, v, meta, impl="sdpa")
+    explicit = _explicit_softmax_attention(q, k, v, meta.dense_mask())
+    torch.testing.assert_close(out, explicit, atol=1e-5, rtol=1e-5)
+    ours = torch.autograd.grad(out, (q, k, v), grad_out)
+    expected = torch.autograd.grad(explicit, (q, k, v), grad_out)
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -57,24 +57,36 @@ class ExpertRoute:
     (`split`), and the final hidden states. A layer thus routes twice instead of gathering and scattering
     around each of its nine per-expert modules.
 
+    Both directions are one gather of the whole tensor in expert order (understanding rows, then generation
+    rows) and a split or concatenation of its two parts: the backward of a split is one concatenation and
+    that of a concatenation two views, where a gather per expert (or a scatter per expert) would add a
+    pack-sized zero gradient and a sum, or a copy of the pack, per routing.
+
     Attributes:
         num_tokens: T.
         und: (N_und,) long, rows for the understanding expert.
         gen: (N_gen,) long, rows for the generation expert.
+        order: (T,) long, `und` then `gen`: the pack row of each row in expert order (None when one expert
+            takes every row: there is nothing to reorder, and a decoded token skips building it).
+        inverse: (T,) long, the row in expert order of each pack row (None likewise).
     """
 
     num_tokens: int
     und: torch.Tensor
     gen: torch.Tensor
+    order: torch.Tensor | None = None
+    inverse: torch.Tensor | None = None
 
     @classmethod
     def from_gen_mask(cls, gen_mask: torch.Tensor) -> ExpertRoute:
         """`gen_mask` (T,) bool: True where the token is a VAE latent token."""
-        return cls(
-            num_tokens=gen_mask.numel(),
-            und=torch.nonzero(~gen_mask).flatten(),
-            gen=torch.nonzero(gen_mask).flatten(),
-        )
+        und, gen = torch.nonzero(~gen_mask).flatten(), torch.nonzero(gen_mask).flatten()
+        if not (und.numel() and gen.numel()):
+            return cls(num_tokens=gen_mask.numel(), und=und, gen=gen)
+        order = torch.cat([und, gen])
+        rows = torch.arange(order.numel(), device=order.device)
+        inverse = torch.empty_like(order).index_copy_(0, order, rows)
+        return cls(num_tokens=gen_mask.numel(), und=und, gen=gen, order=order, inverse=inverse)
 
     @property
     def understanding_only(self) -> bool:
@@ -90,7 +102,8 @@ class ExpertRoute:
             return Streams(x[:0], x)
         # `index_select`, not `x[rows]`: on the CPU it is the faster gather, and so is its backward (one
         # scatter-add, where advanced indexing's backward is an accumulating `index_put_`).
-        return Streams(x.index_select(0, self.und), x.index_select(0, self.gen))
+        und, gen = x.index_select(0, self.order).split([self.und.numel(), self.gen.numel()])
+        return Streams(und, gen)
 
     def merge(self, x: Streams) -> torch.Tensor:
         """The inverse of `split`: per-expert rows back into one (T, ...) tensor in pack order."""
@@ -98,8 +111,7 @@ class ExpertRoute:
             return x.und
         if self.und.numel() == 0:
             return x.gen
-        out = x.und.new_empty((self.num_tokens, *x.und.shape[1:]))
-        return out.index_copy(0, self.und, x.und).index_copy(0, self.gen, x.gen)
+        return torch.cat([x.und, x.gen]).index_select(0, self.inverse)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -227,12 +239,12 @@ class MoTAttention(nn.Module):
         qkv = route.merge(
             Streams(self._qkv(h.und, rope.und, ""), self._qkv(h.gen, rope.gen, "_moe_gen"))
         )  # (T, (H + 2 Hkv) * D)
-        t, d = qkv.shape[0], self.head_dim
-        q_end, k_end = self.num_heads * d, (self.num_heads + self.num_kv_heads) * d
-        q = qkv[:, :q_end].view(t, self.num_heads, d)  # (T, H, D)
-        k = qkv[:, q_end:k_end].view(t, self.num_kv_heads, d)  # (T, Hkv, D)
-        v = qkv[:, k_end:].view(t, self.num_kv_heads, d)  # (T, Hkv, D)
-        out = route.split(attend(self.layer_index, q, k, v).reshape(t, q_end))  # (N_*, H*D)
+        t, d, h, h_kv = qkv.shape[0], self.head_dim, self.num_heads, self.num_kv_heads
+        # `split`, not three slices: its backward is one concatenation, where each slice's would be a
+        # zero-filled (T, (H + 2 Hkv) * D) gradient, and their sum.
+        q, k, v = qkv.split([h * d, h_kv * d, h_kv * d], dim=1)
+        q, k, v = q.view(t, h, d), k.view(t, h_kv, d), v.view(t, h_kv, d)  # (T, H, D), (T, Hkv, D) x 2
+        out = route.split(attend(self.layer_index, q, k, v).reshape(t, h * d))  # (N_*, H*D)
         return Streams(self.o_proj(out.und), self.o_proj_moe_gen(out.gen))  # (N_*, C)
 
     def _qkv(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], suffix: str) -> torch.Tensor:

@@ -188,7 +188,19 @@ class BagelTrunk(nn.Module):
     ) -> list[torch.Tensor]:
         """Images (3, H, W) in [-1, 1] -> latents (Z, H/8, W/8), sampling the posterior as BAGEL does."""
         dtype = next(self.vae.parameters()).dtype
-        return [self.vae.encode(image[None].to(dtype), generator=generator)[0] for image in images]
+        if not isinstance(self.vae, PixelAutoEncoder):
+            # Image by image: the posterior's noise is drawn in this order from `generator`.
+            return [self.vae.encode(image[None].to(dtype), generator=generator)[0] for image in images]
+        # The pixel autoencoder is deterministic and per image: one call per image size (a multi-turn pack's
+        # 24 images are one call, not 24).
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape), []).append(i)
+        latents: dict[int, torch.Tensor] = {}
+        for members in by_size.values():
+            encoded = self.vae.encode(torch.stack([images[i] for i in members]).to(dtype))  # (B, Z, h, w)
+            latents.update(zip(members, encoded, strict=True))
+        return [latents[i] for i in range(len(images))]
 
     def latent_tokens(self, latents: list[torch.Tensor], grids: list[tuple[int, int]]) -> torch.Tensor:
         """Per-image latents -> concatenated tokens (N_vae, P)."""

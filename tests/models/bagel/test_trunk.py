@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from bagel_testkit import INSPECTED, TWO_TRAJECTORIES, losses, picture
 
-from pdgen.models.bagel import BagelTrunk, qwen2_mot, trunk
+from pdgen.models.bagel import BagelConfig, BagelTrunk, qwen2_mot, trunk
 from pdgen.models.bagel.qwen2_mot import ExpertRoute, Streams
 from pdgen.models.bagel.trunk import patchify_latent, unpatchify_latent
 from pdgen.trajectory import Plan, Sketch, Trajectory
@@ -103,6 +103,19 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_trunk, pack_of):
     plain = grad_of_embedding()
     tiny_trunk.language_model.model.gradient_checkpointing = True
     torch.testing.assert_close(grad_of_embedding(), plain)
+
+
+def test_pixel_latents_are_encoded_in_one_call_per_image_size(monkeypatch):
+    embedded = BagelTrunk(BagelConfig.from_name("embedded"))  # the lossless pixel autoencoder
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, *size, generator=g) * 2 - 1 for size in ((32, 32), (16, 32), (32, 32))]
+    one_by_one = [embedded.vae.encode(image[None])[0] for image in images]
+    calls = []
+    encode = embedded.vae.encode
+    monkeypatch.setattr(embedded.vae, "encode", lambda x, **kw: calls.append(len(x)) or encode(x, **kw))
+    for got, want in zip(embedded.encode_images(images), one_by_one, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert calls == [2, 1]
 
 
 def test_the_trunk_never_imports_flash_attn(tiny_config):
