@@ -137,7 +137,7 @@ def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = Fa
     if spec.tokenizer_trajectories:
         plans = MultiTurnSpec(spec.tokenizer_trajectories, 0, spec.seed, spec.world, AUGMENT_FLAG)
         texts += [t.to_text() for t in multiturn_trajectories(plans)]
-    return finish_build(root, {"subset": SUBSET}, spec, splits, stats, texts)
+    return finish_build(root, {"subset": SUBSET}, spec.to_dict(), splits, stats, texts)
 
 
 class BaseDataModule(ShardDataModule):

@@ -25,7 +25,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from pdgen.data.conflict import SUBSET as CONFLICT
-from pdgen.data.conflict import SYMBOLIC, ConflictSpec, build_conflict
+from pdgen.data.conflict import SYMBOLIC, ConflictSource, ConflictSpec, build_conflict
 from pdgen.data.multiturn import SUBSET, MultiTurnSpec, build_multiturn
 from pdgen.data.packing_config import PackingGeometry
 from pdgen.data.reading import PackedDataModule, ReaderConfig, ShardDataModule
@@ -149,25 +149,21 @@ class ConflictDataModule(ShardDataModule):
             why_symbolic = f"the stage-1 checkpoint {from_ckpt} is not there yet (missing_ckpt: symbolic)"
             from_ckpt = None
         spec = ConflictSpec(
-            num_samples=num_samples,
-            val_size=val_size,
-            seed=seed,
-            world=world,
-            negative_fraction=negative_fraction,
+            num_samples, val_size, seed, world, negative_fraction, num_timesteps, samples_per_shard
+        )
+        self.conflict_source = ConflictSource(
             from_ckpt=from_ckpt,
             # Only self-sampling needs it at build time: a symbolic build may come before the tokenizer does
             # (the recipe's, trained by the base stage after the subsets are built).
             tokenizer=None if tokenizer is None or from_ckpt is None else str(tokenizer),
             packing=reader.packing,
-            num_timesteps=num_timesteps,
-            samples_per_shard=samples_per_shard,
         )
-        root = Path(root) / spec.mode
+        root = Path(root) / self.conflict_source.mode
         super().__init__(root, seed, reader, tokenizer, geometry)
         self.build_spec = spec
         # A warning, not info: nothing configures logging below WARNING, and which conflict set a run trains
         # on is the difference between the paper's method and its ablation.
-        if spec.from_ckpt is None:
+        if from_ckpt is None:
             log.warning(
                 "ConflictDataModule: using the symbolic conflict set (scene-graph perturbations, the paper's "
                 "Table 6 ablation) in %s, since %s",
@@ -176,14 +172,14 @@ class ConflictDataModule(ShardDataModule):
             )
         else:
             log.warning(
-                "ConflictDataModule: the conflict set self-sampled from %s (%s)", spec.from_ckpt, root
+                "ConflictDataModule: the conflict set self-sampled from %s (%s)", from_ckpt, root
             )
 
     def spec(self) -> dict[str, Any]:
-        return self.build_spec.to_dict()
+        return self.build_spec.to_dict(self.conflict_source)
 
     def build(self) -> dict[str, Any]:
-        return build_conflict(self.root, self.build_spec, progress=True)
+        return build_conflict(self.root, self.build_spec, self.conflict_source, progress=True)
 
 
 class AlignmentDataModule(ShardDataModule):

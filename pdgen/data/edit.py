@@ -506,7 +506,7 @@ def build_edit(root: str | os.PathLike[str], spec: EditSpec, progress: bool = Fa
     edit_types = {kind: kinds[kind] for kind in EDIT_TYPES}
     redrawn = dict(sorted(redraws.items()))
     return finish_build(
-        root, {"subset": SUBSET}, spec, splits, stats, texts, edit_types=edit_types, redraws=redrawn
+        root, {"subset": SUBSET}, spec.to_dict(), splits, stats, texts, edit_types=edit_types, redraws=redrawn
     )
 
 

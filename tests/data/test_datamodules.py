@@ -74,7 +74,7 @@ def test_a_missing_checkpoint_is_an_error_naming_it(conflict_root):
 def test_the_symbolic_set_asked_for_by_name(conflict_root, caplog):
     with caplog.at_level(logging.INFO, logger="pdgen.data.datamodules"):
         dm = ConflictDataModule(conflict_root, from_ckpt="symbolic", **CONFLICT)
-    assert dm.root == conflict_root / "symbolic" and dm.build_spec.from_ckpt is None
+    assert dm.root == conflict_root / "symbolic" and dm.conflict_source.from_ckpt is None
     assert "using the symbolic conflict set" in caplog.text
 
 
@@ -86,7 +86,7 @@ def test_without_the_checkpoint_yet_the_conflict_set_is_symbolic_and_says_so(con
             missing_ckpt="symbolic",
             **CONFLICT,
         )
-    assert dm.root == conflict_root / "symbolic" and dm.build_spec.from_ckpt is None
+    assert dm.root == conflict_root / "symbolic" and dm.conflict_source.from_ckpt is None
     assert "is not there yet" in caplog.text and "using the symbolic conflict set" in caplog.text
     assert len(caplog.records) == 1  # one line says which set and why
     dm.prepare_data()  # the existing symbolic shards are the ones asked for
