@@ -117,13 +117,8 @@ def base_samples(spec: BaseSpec, split: str = "train") -> Iterator[Trajectory]:
 def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = False) -> dict[str, Any]:
     """Write the base-stage subset under ``root``: shards, tokenizer and, last, the manifest; returns it.
 
-    The same layout and atomicity as every other subset (``pdgen.data.multiturn.build_multiturn``): an
-    interrupted build leaves no manifest and is rebuilt by the next ``prepare_data``.
-
-    Args:
-        root: the output directory (created).
-        spec: what to build.
-        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
+    The same arguments, layout and atomicity as every other subset (``pdgen.data.multiturn.build_multiturn``):
+    an interrupted build leaves no manifest and is rebuilt by the next ``prepare_data``.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
