@@ -48,7 +48,7 @@ LEAN = {
 """The fit's callbacks in the test: the EMA the predict run samples with, and `last.ckpt`."""
 
 SHORT_BASE = {
-    "data": {"init_args": {"num_samples": 16, "val_size": 2, "tokenizer_trajectories": 8,
+    "data": {"init_args": {"build": {"num_samples": 16, "val_size": 2, "tokenizer_trajectories": 8},
                            "reader": {"num_workers": 0}}},
     "trainer": {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "callbacks": [
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
@@ -95,10 +95,10 @@ def short_data(config_files: list[str], root: Path) -> list[str]:
         subsets = (config.get("data") or {}).get("init_args", {}).get("subsets", subsets)
     overrides = []
     for name, subset in subsets.items():
-        arguments = subset.get("init_args", {})
+        build = subset.get("init_args", {}).get("build", {})
         for key, value in (("num_trajectories", 16), ("num_samples", 8), ("val_size", 4)):
-            if key in arguments:
-                overrides += [f"--data.init_args.subsets.{name}.init_args.{key}", str(value)]
+            if key in build:
+                overrides += [f"--data.init_args.subsets.{name}.init_args.build.{key}", str(value)]
     return overrides
 
 

@@ -204,22 +204,18 @@ def build(
         spec = MultiTurnSpec(n or 10_000, val_size, seed, world, augmentation, samples_per_shard)
         manifest = build_multiturn(out, spec, progress=True)
     elif subset == "conflict":
-        from pdgen.data.conflict import ConflictSpec, build_conflict
+        from pdgen.data.conflict import ConflictSource, ConflictSpec, build_conflict
 
         if from_ckpt is not None and not from_ckpt.is_file():
             raise UserError(f"--from_ckpt {from_ckpt} is not a file")
         if from_ckpt is not None and tokenizer is None:
             tokenizer = Path("data/multiturn/tokenizer")
-        conflict = ConflictSpec(
-            num_samples=n or 5000,
-            val_size=val_size,
-            seed=seed,
-            world=world,
+        conflict = ConflictSpec(n or 5000, val_size, seed, world, samples_per_shard=samples_per_shard)
+        source = ConflictSource(
             from_ckpt=None if from_ckpt is None else str(from_ckpt),
             tokenizer=None if tokenizer is None else str(tokenizer),
-            samples_per_shard=samples_per_shard,
         )
-        manifest = build_conflict(out, conflict, progress=True)
+        manifest = build_conflict(out, conflict, source, progress=True)
     else:
         from pdgen.data.alignment import AlignmentSpec, build_alignment
 

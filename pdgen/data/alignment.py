@@ -514,4 +514,4 @@ def build_alignment(
     }
     if isinstance(counts := getattr(judge, "counts", None), dict):
         extra["judge_counts"] = dict(counts)
-    return finish_build(root, {"subset": SUBSET}, spec, splits, stats, texts, **extra)
+    return finish_build(root, {"subset": SUBSET}, spec.to_dict(), splits, stats, texts, **extra)

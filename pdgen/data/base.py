@@ -117,13 +117,8 @@ def base_samples(spec: BaseSpec, split: str = "train") -> Iterator[Trajectory]:
 def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = False) -> dict[str, Any]:
     """Write the base-stage subset under ``root``: shards, tokenizer and, last, the manifest; returns it.
 
-    The same layout and atomicity as every other subset (``pdgen.data.multiturn.build_multiturn``): an
-    interrupted build leaves no manifest and is rebuilt by the next ``prepare_data``.
-
-    Args:
-        root: the output directory (created).
-        spec: what to build.
-        progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
+    The same arguments, layout and atomicity as every other subset (``pdgen.data.multiturn.build_multiturn``):
+    an interrupted build leaves no manifest and is rebuilt by the next ``prepare_data``.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -137,7 +132,7 @@ def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = Fa
     if spec.tokenizer_trajectories:
         plans = MultiTurnSpec(spec.tokenizer_trajectories, 0, spec.seed, spec.world, AUGMENT_FLAG)
         texts += [t.to_text() for t in multiturn_trajectories(plans)]
-    return finish_build(root, {"subset": SUBSET}, spec, splits, stats, texts)
+    return finish_build(root, {"subset": SUBSET}, spec.to_dict(), splits, stats, texts)
 
 
 class BaseDataModule(ShardDataModule):
@@ -151,15 +146,10 @@ class BaseDataModule(ShardDataModule):
 
     Args:
         root: the shard set's directory; built there if it holds none.
-        num_samples: training caption pairs to build.
-        world: the shapes world preset.
-        describe: share of captions that are a step's scene description rather than the prompt.
-        background: share of those descriptions that are of the empty background.
+        build: the caption pairs to build (``BaseSpec``: ``num_samples``, ``describe``, ``background``,
+            ``tokenizer_trajectories``, ...); its ``seed`` also seeds the shard order, the shuffle and the
+            layout coins.
         image_to_text: share of samples laid out image -> caption.
-        seed: seeds the build, the shard order, the shuffle and the layout coins.
-        val_size: held-out pairs for validation.
-        tokenizer_trajectories: multi-turn trajectories whose text the tokenizer learns beside the captions.
-        samples_per_shard: pairs per shard.
         tokenizer: a tokenizer directory; None uses (and builds) the one trained with the shards.
         reader: how pairs are read into packs (``pdgen.data.reading.ReaderConfig``); its ``layout`` is
             ``caption`` (the only one for caption pairs), its ``prompt_dropout`` leaves out a text-to-image
@@ -168,20 +158,14 @@ class BaseDataModule(ShardDataModule):
     """
 
     subset = SUBSET
+    builder = staticmethod(build_base)
     default_reader = ReaderConfig(max_tokens=2048, layout="caption")
 
     def __init__(
         self,
         root: str | os.PathLike[str] = "data/base",
-        num_samples: int = 20_000,
-        world: str = "default",
-        describe: float = 0.5,
-        background: float = 0.05,
+        build: BaseSpec = BaseSpec(),
         image_to_text: float = 0.2,
-        seed: int = 0,
-        val_size: int = 64,
-        tokenizer_trajectories: int = 2_000,
-        samples_per_shard: int = 2_000,
         tokenizer: str | os.PathLike[str] | None = None,
         reader: ReaderConfig = default_reader,
         geometry: PackingGeometry | None = None,
@@ -191,20 +175,4 @@ class BaseDataModule(ShardDataModule):
                 f"BaseDataModule reads caption pairs: reader.layout must be 'caption', got {reader.layout!r}"
             )
         self.image_to_text = image_to_text
-        super().__init__(root, seed, reader, tokenizer, geometry)
-        self.build_spec = BaseSpec(
-            num_samples,
-            val_size,
-            seed,
-            world,
-            describe,
-            background,
-            tokenizer_trajectories,
-            samples_per_shard,
-        )
-
-    def spec(self) -> dict[str, Any]:
-        return self.build_spec.to_dict()
-
-    def build(self) -> dict[str, Any]:
-        return build_base(self.root, self.build_spec, progress=True)
+        super().__init__(root, build, tokenizer, reader, geometry)

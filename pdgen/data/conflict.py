@@ -20,7 +20,8 @@ The subset is built in four stages, one module each:
   renders, inspects, refines and completes every sample;
 - *self-sampled* flawed steps (``pdgen.data.self_sample.SelfSampler``, the paper's method) are the first
   conflicting step of a stage-1 checkpoint's own generation (``checkpoint_plans``);
-- the build, here: ``ConflictSpec`` says what a build is, ``conflict_samples`` draws its samples in order,
+- the build, here: ``ConflictSpec`` says what a build is and ``ConflictSource`` where its flawed steps come
+  from (a checkpoint or none), ``conflict_samples`` draws its samples in order,
   ``build_conflict`` writes a shard set like ``pdgen.data.multiturn`` does, with the positive and negative
   counts and, for self-sampling, how many generations ended in each outcome.
 
@@ -66,7 +67,7 @@ SYMBOLIC = "symbolic"
 
 @dataclass(frozen=True)
 class ConflictSpec:
-    """What a conflict build contains; equal specs give the same samples.
+    """What a conflict build contains; equal specs (and sources, ``ConflictSource``) give the same samples.
 
     Args:
         num_samples: training samples to write.
@@ -75,10 +76,6 @@ class ConflictSpec:
         world: the world preset (default, large, all).
         negative_fraction: share of negatives among symbolic samples (the paper's 8,296 of 15,201, 0.55);
             self-sampled ones are negative as often as the model errs.
-        from_ckpt: a stage-1 checkpoint to self-sample from; None builds the symbolic set.
-        tokenizer: the tokenizer directory to copy into the build (for self-sampling: the one the checkpoint
-            was trained with); None trains the embedded tokenizer on the build's texts.
-        packing: the packing preset the checkpoint was trained with (self-sampling).
         num_timesteps: flow steps per image when self-sampling (its images are not kept, only its plans).
         samples_per_shard: samples per webdataset shard.
     """
@@ -88,26 +85,46 @@ class ConflictSpec:
     seed: int = 0
     world: str = "default"
     negative_fraction: float = 0.55
-    from_ckpt: str | None = None
-    tokenizer: str | None = None
-    packing: str = "tiny"
     num_timesteps: int = 10
     samples_per_shard: int = 500
 
     def __post_init__(self) -> None:
         check_spec(self, {"num_samples": 1, "val_size": 0, "samples_per_shard": 1}, ("negative_fraction",))
+
+    def to_dict(self, source: ConflictSource | None = None) -> dict[str, Any]:
+        """The manifest's ``spec``: this spec's fields and ``source``'s (default: symbolic), one flat dict
+        in the order every conflict manifest has had, so that earlier builds are still recognised."""
+        fields = asdict(self)
+        first = ("num_samples", "val_size", "seed", "world", "negative_fraction")
+        head = {name: fields.pop(name) for name in first}
+        return {**head, **asdict(source or ConflictSource()), **fields}
+
+
+@dataclass(frozen=True)
+class ConflictSource:
+    """Where a conflict build's flawed steps come from: a stage-1 checkpoint's own plans, or none (symbolic).
+
+    Args:
+        from_ckpt: a stage-1 checkpoint to self-sample from; None builds the symbolic set.
+        tokenizer: the tokenizer directory to copy into the build (for self-sampling: the one the checkpoint
+            was trained with); None trains the embedded tokenizer on the build's texts.
+        packing: the packing preset the checkpoint was trained with (self-sampling).
+    """
+
+    from_ckpt: str | None = None
+    tokenizer: str | None = None
+    packing: str = "tiny"
+
+    def __post_init__(self) -> None:
         if self.from_ckpt is not None and self.tokenizer is None:
             raise ValueError(
-                f"ConflictSpec.from_ckpt={self.from_ckpt!r} needs the tokenizer it was trained with "
+                f"ConflictSource.from_ckpt={self.from_ckpt!r} needs the tokenizer it was trained with "
                 "(tokenizer=data/base/tokenizer for the embedded default)"
             )
 
     @property
     def mode(self) -> str:
         return SYMBOLIC if self.from_ckpt is None else "self-sampled"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def conflict_samples(
@@ -116,7 +133,7 @@ def conflict_samples(
     sampler: SelfSampler | None = None,
     skipped: Counter[str] | None = None,
 ) -> Iterator[ConflictSample]:
-    """The samples of one split, in order; ``sampler`` self-samples (None: symbolic, as ``spec.mode``).
+    """The samples of one split, in order; ``sampler`` self-samples (None: the symbolic set).
 
     Sample ``number`` tries draws ``(seed, number, attempt)`` — a tag-uniform train prompt and a seed — until
     one gives a sample; symbolic samples first draw their label from ``(seed, number)``, so the share of
@@ -161,6 +178,7 @@ def conflict_samples(
 def build_conflict(
     root: str | os.PathLike[str],
     spec: ConflictSpec,
+    source: ConflictSource | None = None,
     progress: bool = False,
     sampler: SelfSampler | None = None,
 ) -> dict[str, Any]:
@@ -168,34 +186,38 @@ def build_conflict(
 
     Args:
         root: the output directory (created).
-        spec: what to build; ``spec.from_ckpt`` set self-samples from that checkpoint.
+        spec: what to build.
+        source: where flawed steps come from; ``source.from_ckpt`` set self-samples from that checkpoint.
+            None is the symbolic set.
         progress: show progress on stderr (`pdgen.console.counter`: a bar, or lines in a log file).
-        sampler: a ready ``SelfSampler`` (tests script one); None makes one from ``spec.from_ckpt``.
+        sampler: a ready ``SelfSampler`` (tests script one); None makes one from ``source.from_ckpt``.
     """
+    source = source or ConflictSource()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    if sampler is None and spec.from_ckpt is not None:
+    if sampler is None and source.from_ckpt is not None:
         # Room for the longest plan (background + every instance); the images are not kept, so few flow steps.
         plans = checkpoint_plans(
-            spec.from_ckpt, spec.tokenizer, spec.packing, num_timesteps=spec.num_timesteps, max_images=12
-        )
+            source.from_ckpt, source.tokenizer, source.packing, num_timesteps=spec.num_timesteps,
+            max_images=12,
+        )  # fmt: skip
         sampler = SelfSampler(plans, world_config(spec.world))
-    log.info("building %d + %d %s conflict samples in %s", spec.num_samples, spec.val_size, spec.mode, root)
+    log.info("building %d + %d %s conflict samples in %s", spec.num_samples, spec.val_size, source.mode, root)
     skipped: Counter[str] = Counter()
     bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "samples", progress)
     splits, stats, texts, kinds = write_labelled_splits(
         root, spec.samples_per_shard, lambda split: conflict_samples(spec, split, sampler, skipped), bar
     )
-    if spec.tokenizer is not None:  # the checkpoint's, copied; else trained on the texts by finish_build
-        _copy_tree(Path(spec.tokenizer), root / TOKENIZER_DIR)
+    if source.tokenizer is not None:  # the checkpoint's, copied; else trained on the texts by finish_build
+        _copy_tree(Path(source.tokenizer), root / TOKENIZER_DIR)
     extra: dict[str, Any] = {"negative_kinds": dict(sorted(kinds.items()))}
     if sampler is not None:
         extra["outcomes"] = dict(sorted(sampler.outcomes.items()))
     else:
         extra["skipped"] = dict(sorted(skipped.items()))
-    head = {"subset": SUBSET, "mode": spec.mode}
-    texts_to_learn = None if spec.tokenizer is not None else texts
-    return finish_build(root, head, spec, splits, stats, texts_to_learn, **extra)
+    head = {"subset": SUBSET, "mode": source.mode}
+    texts_to_learn = None if source.tokenizer is not None else texts
+    return finish_build(root, head, spec.to_dict(source), splits, stats, texts_to_learn, **extra)
 
 
 def _copy_tree(source: Path, target: Path) -> None:

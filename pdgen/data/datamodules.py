@@ -24,9 +24,12 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import DataLoader
 
+from pdgen.data.alignment import SUBSET as ALIGNMENT
+from pdgen.data.alignment import AlignmentSpec, build_alignment
 from pdgen.data.conflict import SUBSET as CONFLICT
-from pdgen.data.conflict import SYMBOLIC, ConflictSpec, build_conflict
-from pdgen.data.multiturn import SUBSET, MultiTurnSpec, build_multiturn
+from pdgen.data.conflict import SYMBOLIC, ConflictSource, ConflictSpec, build_conflict
+from pdgen.data.multiturn import SUBSET as MULTITURN
+from pdgen.data.multiturn import MultiTurnSpec, build_multiturn
 from pdgen.data.packing_config import PackingGeometry
 from pdgen.data.reading import PackedDataModule, ReaderConfig, ShardDataModule
 from pdgen.data.shards import ReaderPart, TrajectoryStream
@@ -45,42 +48,25 @@ class MultiTurnDataModule(ShardDataModule):
 
     Args:
         root: the shard set's directory; built there if it holds none.
-        num_trajectories: training trajectories to build.
-        world: the shapes world preset (default, large, all).
-        augment: probability that the planner rewrites a step into an edit (recolor, replace, remove,
-            move) that a later step corrects.
-        seed: seeds the build, the shard order, the shuffle and prompt dropout.
-        val_size: held-out trajectories for validation (same prompts, other seeds).
-        samples_per_shard: trajectories per shard. Readers (workers x ranks) split whole shards when there
-            are at least as many shards as readers; otherwise each reads every shard and keeps its share.
+        build: the trajectories to build (``pdgen.data.multiturn.MultiTurnSpec``: ``num_trajectories``,
+            ``augment``, ...); its ``seed`` also seeds the shard order, the shuffle and prompt dropout.
         tokenizer: a tokenizer directory (the BAGEL release's); None uses the one the build trained.
         reader: how trajectories are read into packs (``pdgen.data.reading.ReaderConfig``).
         geometry: the trunk's image geometry; ``pdgen fit`` links it from ``model.trunk``.
     """
 
-    subset = SUBSET
+    subset = MULTITURN
+    builder = staticmethod(build_multiturn)
 
     def __init__(
         self,
         root: str | os.PathLike[str] = "data/multiturn",
-        num_trajectories: int = 10_000,
-        world: str = "default",
-        augment: float = 0.0,
-        seed: int = 0,
-        val_size: int = 64,
-        samples_per_shard: int = 500,
+        build: MultiTurnSpec = MultiTurnSpec(),
         tokenizer: str | os.PathLike[str] | None = None,
         reader: ReaderConfig = PackedDataModule.default_reader,
         geometry: PackingGeometry | None = None,
     ) -> None:
-        super().__init__(root, seed, reader, tokenizer, geometry)
-        self.build_spec = MultiTurnSpec(num_trajectories, val_size, seed, world, augment, samples_per_shard)
-
-    def spec(self) -> dict[str, Any]:
-        return self.build_spec.to_dict()
-
-    def build(self) -> dict[str, Any]:
-        return build_multiturn(self.root, self.build_spec, progress=True)
+        super().__init__(root, build, tokenizer, reader, geometry)
 
 
 class ConflictDataModule(ShardDataModule):
@@ -96,22 +82,18 @@ class ConflictDataModule(ShardDataModule):
 
     Args:
         root: the parent directory: shards go to ``root/symbolic`` or ``root/self-sampled``.
-        num_samples: training samples to build.
+        build: the samples to build (``pdgen.data.conflict.ConflictSpec``: ``num_samples``,
+            ``negative_fraction``, ``num_timesteps`` while self-sampling, ...); its ``seed`` also seeds the
+            shard order, the shuffle and prompt dropout.
         from_ckpt: a stage-1 ``ProcessDrivenModule`` checkpoint to self-sample from, or ``symbolic`` for the
             symbolic set (None, no checkpoint, is the symbolic set too).
-        tokenizer: the tokenizer directory the checkpoint was trained with (needed with ``from_ckpt``;
-            copied into the build and used to read it); None trains the embedded tokenizer on the texts.
-        world: the shapes world preset (default, large, all).
-        negative_fraction: share of negatives among symbolic samples (the paper's 8,296 of 15,201).
-        num_timesteps: flow steps per image while self-sampling (the images are not kept).
-        seed: seeds the build, the shard order, the shuffle and prompt dropout.
-        val_size: held-out samples.
-        samples_per_shard: samples per shard.
-        reader: how samples are read into packs (``pdgen.data.reading.ReaderConfig``); its ``packing`` is
-            also the preset the checkpoint was trained with, for self-sampling.
-        geometry: the trunk's image geometry; ``pdgen fit`` links it from ``model.trunk``.
         missing_ckpt: what a ``from_ckpt`` file that does not exist means: ``error`` (a ValueError naming
             it) or ``symbolic`` (the symbolic set until stage 1 has written it).
+        tokenizer: the tokenizer directory the checkpoint was trained with (needed with ``from_ckpt``;
+            copied into the build and used to read it); None trains the embedded tokenizer on the texts.
+        reader: how samples are read into packs (``pdgen.data.reading.ReaderConfig``); its ``packing`` is
+            also the preset the checkpoint was trained with, for self-sampling.
+        geometry: the trunk's image geometry, linked from ``model.trunk`` by ``pdgen fit``.
     """
 
     subset = CONFLICT
@@ -119,18 +101,12 @@ class ConflictDataModule(ShardDataModule):
     def __init__(
         self,
         root: str | os.PathLike[str] = "data/conflict",
-        num_samples: int = 5000,
+        build: ConflictSpec = ConflictSpec(),
         from_ckpt: str | None = None,
+        missing_ckpt: Literal["error", "symbolic"] = "error",
         tokenizer: str | os.PathLike[str] | None = None,
-        world: str = "default",
-        negative_fraction: float = 0.55,
-        num_timesteps: int = 10,
-        seed: int = 0,
-        val_size: int = 64,
-        samples_per_shard: int = 500,
         reader: ReaderConfig = PackedDataModule.default_reader,
         geometry: PackingGeometry | None = None,
-        missing_ckpt: Literal["error", "symbolic"] = "error",
     ) -> None:
         if missing_ckpt not in ("error", SYMBOLIC):
             raise ValueError(
@@ -148,26 +124,17 @@ class ConflictDataModule(ShardDataModule):
                 )
             why_symbolic = f"the stage-1 checkpoint {from_ckpt} is not there yet (missing_ckpt: symbolic)"
             from_ckpt = None
-        spec = ConflictSpec(
-            num_samples=num_samples,
-            val_size=val_size,
-            seed=seed,
-            world=world,
-            negative_fraction=negative_fraction,
+        self.conflict_source = ConflictSource(
             from_ckpt=from_ckpt,
             # Only self-sampling needs it at build time: a symbolic build may come before the tokenizer does
             # (the recipe's, trained by the base stage after the subsets are built).
             tokenizer=None if tokenizer is None or from_ckpt is None else str(tokenizer),
             packing=reader.packing,
-            num_timesteps=num_timesteps,
-            samples_per_shard=samples_per_shard,
         )
-        root = Path(root) / spec.mode
-        super().__init__(root, seed, reader, tokenizer, geometry)
-        self.build_spec = spec
+        super().__init__(Path(root) / self.conflict_source.mode, build, tokenizer, reader, geometry)
         # A warning, not info: nothing configures logging below WARNING, and which conflict set a run trains
         # on is the difference between the paper's method and its ablation.
-        if spec.from_ckpt is None:
+        if from_ckpt is None:
             log.warning(
                 "ConflictDataModule: using the symbolic conflict set (scene-graph perturbations, the paper's "
                 "Table 6 ablation) in %s, since %s",
@@ -175,15 +142,13 @@ class ConflictDataModule(ShardDataModule):
                 why_symbolic,
             )
         else:
-            log.warning(
-                "ConflictDataModule: the conflict set self-sampled from %s (%s)", spec.from_ckpt, root
-            )
+            log.warning("ConflictDataModule: the conflict set self-sampled from %s (%s)", from_ckpt, root)
 
     def spec(self) -> dict[str, Any]:
-        return self.build_spec.to_dict()
+        return self.build_spec.to_dict(self.conflict_source)
 
     def build(self) -> dict[str, Any]:
-        return build_conflict(self.root, self.build_spec, progress=True)
+        return build_conflict(self.root, self.build_spec, self.conflict_source, progress=True)
 
 
 class AlignmentDataModule(ShardDataModule):
@@ -192,54 +157,26 @@ class AlignmentDataModule(ShardDataModule):
 
     Args:
         root: the shard set's directory; built there if it holds none.
-        num_samples: training samples to build (the paper's 15,000: 5,000 positive, 10,000 negative).
-        world: the shapes world preset (default, large, all).
-        augment: the planner's probability of edit steps in the rollouts.
-        negatives_per_positive: negatives per positive (2 in the paper).
-        seed: seeds the build, the shard order, the shuffle and prompt dropout.
-        val_size: held-out samples.
-        samples_per_shard: samples per shard.
-        tokenizer: a tokenizer directory; None uses the one the build trained.
-        reader: how samples are read into packs (``pdgen.data.reading.ReaderConfig``).
-        geometry: the trunk's image geometry; ``pdgen fit`` links it from ``model.trunk``.
+        build: the samples to build (``pdgen.data.alignment.AlignmentSpec``: ``num_samples``, the paper's
+            15,000, ``negatives_per_positive``, the perturbation ``kinds``, ...); its ``seed`` also seeds
+            the shard order, the shuffle and prompt dropout.
+        tokenizer: a tokenizer directory; None uses the one its build trained.
+        reader: how the samples are read into packs (``pdgen.data.reading.ReaderConfig``).
+        geometry: the trunk's image geometry (``pdgen fit`` links it from ``model.trunk``).
     """
 
-    subset = "alignment"
+    subset = ALIGNMENT
+    builder = staticmethod(build_alignment)
 
     def __init__(
         self,
         root: str | os.PathLike[str] = "data/alignment",
-        num_samples: int = 15_000,
-        world: str = "default",
-        augment: float = 0.0,
-        negatives_per_positive: int = 2,
-        seed: int = 0,
-        val_size: int = 64,
-        samples_per_shard: int = 500,
+        build: AlignmentSpec = AlignmentSpec(),
         tokenizer: str | os.PathLike[str] | None = None,
         reader: ReaderConfig = PackedDataModule.default_reader,
         geometry: PackingGeometry | None = None,
     ) -> None:
-        from pdgen.data.alignment import AlignmentSpec
-
-        super().__init__(root, seed, reader, tokenizer, geometry)
-        self.build_spec = AlignmentSpec(
-            num_samples=num_samples,
-            val_size=val_size,
-            seed=seed,
-            world=world,
-            augment=augment,
-            negatives_per_positive=negatives_per_positive,
-            samples_per_shard=samples_per_shard,
-        )
-
-    def spec(self) -> dict[str, Any]:
-        return self.build_spec.to_dict()
-
-    def build(self) -> dict[str, Any]:
-        from pdgen.data.alignment import build_alignment
-
-        return build_alignment(self.root, self.build_spec, progress=True)
+        super().__init__(root, build, tokenizer, reader, geometry)
 
 
 @dataclass

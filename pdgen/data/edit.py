@@ -506,7 +506,7 @@ def build_edit(root: str | os.PathLike[str], spec: EditSpec, progress: bool = Fa
     edit_types = {kind: kinds[kind] for kind in EDIT_TYPES}
     redrawn = dict(sorted(redraws.items()))
     return finish_build(
-        root, {"subset": SUBSET}, spec, splits, stats, texts, edit_types=edit_types, redraws=redrawn
+        root, {"subset": SUBSET}, spec.to_dict(), splits, stats, texts, edit_types=edit_types, redraws=redrawn
     )
 
 
@@ -518,35 +518,22 @@ class EditDataModule(ShardDataModule):
 
     Args:
         root: the shard set's directory; built there if it holds none.
-        num_samples: training samples to build.
-        world: the shapes world preset (default, large, all).
-        seed: seeds the build, the shard order, the shuffle and prompt dropout.
-        val_size: held-out samples.
-        samples_per_shard: samples per shard.
-        tokenizer: a tokenizer directory; None uses the one the build trained.
-        reader: how samples are read into packs (``pdgen.data.reading.ReaderConfig``).
-        geometry: the trunk's image geometry; ``pdgen fit`` links it from ``model.trunk``.
+        build: the edit samples to build (``EditSpec``: ``num_samples``, ``world``, ...); its ``seed`` also
+            seeds the shard order, the shuffle and prompt dropout.
+        tokenizer: a tokenizer directory; None uses the one trained with the shards.
+        reader: how edit samples are read into packs (``pdgen.data.reading.ReaderConfig``).
+        geometry: the trunk's image geometry, which ``pdgen fit`` links from ``model.trunk``.
     """
 
     subset = SUBSET
+    builder = staticmethod(build_edit)
 
     def __init__(
         self,
         root: str | os.PathLike[str] = "data/edit",
-        num_samples: int = 5000,
-        world: str = "default",
-        seed: int = 0,
-        val_size: int = 64,
-        samples_per_shard: int = 500,
+        build: EditSpec = EditSpec(),
         tokenizer: str | os.PathLike[str] | None = None,
         reader: ReaderConfig = ShardDataModule.default_reader,
         geometry: PackingGeometry | None = None,
     ) -> None:
-        super().__init__(root, seed, reader, tokenizer, geometry)
-        self.build_spec = EditSpec(num_samples, val_size, seed, world, samples_per_shard)
-
-    def spec(self) -> dict[str, Any]:
-        return self.build_spec.to_dict()
-
-    def build(self) -> dict[str, Any]:
-        return build_edit(self.root, self.build_spec, progress=True)
+        super().__init__(root, build, tokenizer, reader, geometry)

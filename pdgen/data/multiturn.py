@@ -130,4 +130,5 @@ def build_multiturn(
         root, spec.samples_per_shard, lambda split: multiturn_trajectories(spec, split, dead_ends), bar
     )
     dead_ends_by_op = dict(sorted(dead_ends.items()))
-    return finish_build(root, {"subset": SUBSET}, spec, splits, stats, texts, dead_ends=dead_ends_by_op)
+    head = {"subset": SUBSET}
+    return finish_build(root, head, spec.to_dict(), splits, stats, texts, dead_ends=dead_ends_by_op)

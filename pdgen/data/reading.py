@@ -9,8 +9,8 @@ What is in this file, top to bottom:
 - ``PackedDataModule``: what every DataModule shares — the reader, the tokenizer, the data loaders, the
   count of skipped samples (``pdgen.data.skips``, reported in TensorBoard and at the end of the run) and
   the data position (``state_dict``); a subclass says where its trajectories come from (``stream``);
-- ``ShardDataModule``: a shard set under ``root`` — the manifest, the build's tokenizer; a subset says only
-  how to build its shards (``build``) and what spec they must have (``spec``).
+- ``ShardDataModule``: a shard set under ``root`` — the build spec (``build:`` in a config), the manifest, the
+  build's tokenizer; a subset says only how to build its shards (``build``).
 
 The subsets' DataModules and the mixture are in ``pdgen.data.datamodules`` (and ``base``, ``edit``).
 
@@ -42,10 +42,10 @@ import dataclasses
 import itertools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
@@ -360,43 +360,58 @@ class PackedDataModule(L.LightningDataModule):
         self.packs_consumed = state_dict["packs_consumed"]
 
 
+class BuildSpec(Protocol):
+    """A subset's build spec (``MultiTurnSpec``, ``ConflictSpec``, ...): what its shards are."""
+
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as the manifest records it."""
+        ...
+
+
 class ShardDataModule(PackedDataModule):
     """Base of the shard-backed DataModules: a shard set under ``root`` read as packed trajectories.
 
-    A subclass sets ``subset`` and implements ``spec()`` (what the shards must be, compared with the
-    manifest's ``spec``) and ``build()`` (write shards, tokenizer and manifest under ``root``).
+    A subclass sets ``subset`` and ``builder`` (its build function) and takes its spec dataclass as
+    ``build``, one nested argument (``build:`` in a config, as ``reader:`` is). ``spec()`` is what the shards
+    must be, compared with the manifest's ``spec``; ``build()`` writes shards, tokenizer and manifest.
 
     Args:
         root: the shard set's directory (``manifest.json``, ``train-*.tar``, ``val-*.tar``, ``tokenizer/``).
-        seed: seeds the shard order, the shuffle buffer and prompt dropout.
-        reader: how trajectories are read into packs (``ReaderConfig``).
+        build: what the shards are; its ``seed`` also seeds the shard order, the shuffle buffer and prompt
+            dropout.
         tokenizer: a tokenizer directory (the BAGEL release's); None uses the one the build saved.
+        reader: how trajectories are read into packs (``ReaderConfig``).
         geometry: the trunk's image geometry; None keeps the packing preset's (see ``PackedDataModule``).
     """
 
     subset: str = ""
+    builder: Callable[..., dict[str, Any]]
+    """The subset's build function, ``builder(root, spec, progress=True)``: ``build_multiturn``, ..."""
 
     def __init__(
         self,
         root: str | os.PathLike[str],
-        seed: int = 0,
-        reader: ReaderConfig = PackedDataModule.default_reader,
+        build: BuildSpec,
         tokenizer: str | os.PathLike[str] | None = None,
+        reader: ReaderConfig = PackedDataModule.default_reader,
         geometry: PackingGeometry | None = None,
     ) -> None:
-        super().__init__(seed, reader, tokenizer, geometry)
+        super().__init__(build.seed, reader, tokenizer, geometry)
         self.root = Path(root)
+        self.build_spec = build
         self.manifest: dict[str, Any] | None = None
 
     # ---- what a subset provides ------------------------------------------------------------------------
 
     def spec(self) -> dict[str, Any]:
         """The build's parameters, as the manifest records them."""
-        raise NotImplementedError(f"{type(self).__name__} must say what its shards are (spec)")
+        return self.build_spec.to_dict()
 
     def build(self) -> dict[str, Any]:
         """Write the shard set under ``root`` (with a progress bar); returns the manifest."""
-        raise NotImplementedError(f"{type(self).__name__} must say how to build its shards (build)")
+        return self.builder(self.root, self.build_spec, progress=True)
 
     # ---- Lightning hooks -------------------------------------------------------------------------------
 

@@ -150,7 +150,7 @@ def write_splits(
 def finish_build(
     root: Path,
     head: dict[str, Any],
-    spec: Any,
+    spec: dict[str, Any],
     splits: dict[str, Any],
     stats: SubsetStats,
     texts: Iterable[str] | None,
@@ -162,7 +162,7 @@ def finish_build(
     Args:
         root: the build's directory.
         head: the manifest's first fields (``subset``, and the conflict build's ``mode``).
-        spec: the build's spec (its ``to_dict()`` is recorded).
+        spec: the build's spec as the manifest records it (its ``to_dict()``).
         splits: ``write_splits``'s splits.
         stats: the training samples' statistics.
         texts: what the tokenizer learns.
@@ -175,7 +175,7 @@ def finish_build(
         train_world_tokenizer(texts, root / TOKENIZER_DIR)
     manifest = {
         **head,
-        "spec": spec.to_dict(),
+        "spec": spec,
         "tokenizer": TOKENIZER_DIR,
         "splits": splits,
         "stats": stats.table(),

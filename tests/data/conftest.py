@@ -26,5 +26,5 @@ def tokenizer():
 def built(tmp_path_factory):
     """A small multi-turn shard set: 6 training shards of 8 trajectories, one validation shard."""
     root = tmp_path_factory.mktemp("multiturn")
-    MultiTurnDataModule(root, **SMALL).prepare_data()
+    MultiTurnDataModule(root, SMALL).prepare_data()
     return root

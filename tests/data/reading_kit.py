@@ -5,10 +5,11 @@ import dataclasses
 import lightning as L
 
 from pdgen.data.datamodules import MultiTurnDataModule
+from pdgen.data.multiturn import MultiTurnSpec
 from pdgen.data.packing import PackedBatch
 from pdgen.data.reading import ReaderConfig
 
-SMALL = dict(num_trajectories=48, val_size=6, samples_per_shard=8)
+SMALL = MultiTurnSpec(num_trajectories=48, val_size=6, samples_per_shard=8)
 READER = ReaderConfig(max_tokens=1024, shuffle_buffer=16, num_workers=0)
 READER_FIELDS = {f.name for f in dataclasses.fields(ReaderConfig)}
 
@@ -21,7 +22,7 @@ def options(base: ReaderConfig = READER, **overrides) -> dict:
 
 
 def module(root, **overrides) -> MultiTurnDataModule:
-    dm = MultiTurnDataModule(root, **SMALL, **options(**overrides))
+    dm = MultiTurnDataModule(root, SMALL, **options(**overrides))
     dm.prepare_data()
     dm.setup("fit")
     return dm

@@ -12,7 +12,7 @@ from pdgen.data.packing import CeRole, PackedBatch
 from pdgen.data.reading import ReaderConfig
 from pdgen.trajectory import Sketch, Trajectory
 
-SMALL = dict(num_samples=64, val_size=6, tokenizer_trajectories=20, samples_per_shard=16)
+SMALL = BaseSpec(num_samples=64, val_size=6, tokenizer_trajectories=20, samples_per_shard=16)
 READER = ReaderConfig(max_tokens=512, shuffle_buffer=16, layout="caption", num_workers=0)
 
 
@@ -20,12 +20,12 @@ READER = ReaderConfig(max_tokens=512, shuffle_buffer=16, layout="caption", num_w
 def built(tmp_path_factory):
     """4 training shards of 16 caption pairs, one validation shard, the tokenizer (with 20 plans' text)."""
     root = tmp_path_factory.mktemp("base")
-    BaseDataModule(root, **SMALL).prepare_data()
+    BaseDataModule(root, SMALL).prepare_data()
     return root
 
 
 def module(root, **overrides) -> BaseDataModule:
-    dm = BaseDataModule(root, **{**SMALL, "reader": READER, **overrides})
+    dm = BaseDataModule(root, SMALL, **{"reader": READER, **overrides})
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -71,7 +71,7 @@ def test_packs_hold_text_to_image_and_image_to_caption_samples(built):
 
 def test_validation_reads_every_held_out_pair_once(built):
     batches = list(module(built).val_dataloader())
-    assert sum(len(b.sample_lens) for b in batches) == SMALL["val_size"]
+    assert sum(len(b.sample_lens) for b in batches) == SMALL.val_size
 
 
 def test_state_dict_resumes_at_the_next_pack(built):
@@ -107,7 +107,7 @@ def test_the_base_stage_trains_a_step(built, tmp_path):
 
     from pdgen.lit.module import ProcessDrivenModule, ScheduleConfig
 
-    dm = BaseDataModule(built, **SMALL, reader=READER)
+    dm = BaseDataModule(built, SMALL, reader=READER)
     model = ProcessDrivenModule("tiny", schedule=ScheduleConfig(warmup_steps=1))
     trainer = L.Trainer(
         max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -6,9 +6,9 @@ The stages have their own tests: the step judge (tests/judges/test_step.py), sce
 
 import pytest
 
-from pdgen.data.conflict import ConflictSpec
+from pdgen.data.conflict import ConflictSource
 
 
-def test_a_self_sampled_spec_needs_the_checkpoints_tokenizer():
+def test_a_self_sampled_source_needs_the_checkpoints_tokenizer():
     with pytest.raises(ValueError, match="needs the tokenizer"):
-        ConflictSpec(from_ckpt="stage1.ckpt")
+        ConflictSource(from_ckpt="stage1.ckpt")

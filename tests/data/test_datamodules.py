@@ -11,6 +11,8 @@ import pytest
 import torch
 from reading_kit import SMALL, module, options, take, trainer
 
+from pdgen.data.alignment import AlignmentSpec
+from pdgen.data.conflict import ConflictSpec
 from pdgen.data.datamodules import (
     AlignmentDataModule,
     ConflictDataModule,
@@ -35,21 +37,21 @@ def test_data_too_long_for_any_pack_is_an_error_not_a_hang(built, conflict_root,
 
 # ---- the reasoning subsets and the mixture -------------------------------------------------------------
 
-CONFLICT = dict(num_samples=24, val_size=4, samples_per_shard=8)
+CONFLICT = ConflictSpec(num_samples=24, val_size=4, samples_per_shard=8)
 
 
 @pytest.fixture(scope="module")
 def conflict_root(tmp_path_factory):
     """A small symbolic conflict set (``root/symbolic``)."""
     root = tmp_path_factory.mktemp("conflict")
-    ConflictDataModule(root, **CONFLICT).prepare_data()
+    ConflictDataModule(root, CONFLICT).prepare_data()
     return root
 
 
 def mixture(built, conflict_root, **overrides) -> MixtureDataModule:
     subsets = {
-        "multiturn": MultiTurnDataModule(built, **SMALL),
-        "conflict": ConflictDataModule(conflict_root, from_ckpt="symbolic", **CONFLICT),
+        "multiturn": MultiTurnDataModule(built, SMALL),
+        "conflict": ConflictDataModule(conflict_root, CONFLICT, from_ckpt="symbolic"),
     }
     read = ReaderConfig(max_tokens=1024, num_workers=0)
     dm = MixtureDataModule(
@@ -68,13 +70,13 @@ def inspected(trajectory) -> bool:
 def test_a_missing_checkpoint_is_an_error_naming_it(conflict_root):
     missing = str(conflict_root / "no-stage1.ckpt")
     with pytest.raises(ValueError, match=f"from_ckpt='{missing}': no such checkpoint file"):
-        ConflictDataModule(conflict_root, from_ckpt=missing, **CONFLICT)
+        ConflictDataModule(conflict_root, CONFLICT, from_ckpt=missing)
 
 
 def test_the_symbolic_set_asked_for_by_name(conflict_root, caplog):
     with caplog.at_level(logging.INFO, logger="pdgen.data.datamodules"):
-        dm = ConflictDataModule(conflict_root, from_ckpt="symbolic", **CONFLICT)
-    assert dm.root == conflict_root / "symbolic" and dm.build_spec.from_ckpt is None
+        dm = ConflictDataModule(conflict_root, CONFLICT, from_ckpt="symbolic")
+    assert dm.root == conflict_root / "symbolic" and dm.conflict_source.from_ckpt is None
     assert "using the symbolic conflict set" in caplog.text
 
 
@@ -82,11 +84,11 @@ def test_without_the_checkpoint_yet_the_conflict_set_is_symbolic_and_says_so(con
     with caplog.at_level(logging.INFO, logger="pdgen.data.datamodules"):
         dm = ConflictDataModule(
             conflict_root,
+            CONFLICT,
             from_ckpt=str(conflict_root / "no-stage1.ckpt"),
             missing_ckpt="symbolic",
-            **CONFLICT,
         )
-    assert dm.root == conflict_root / "symbolic" and dm.build_spec.from_ckpt is None
+    assert dm.root == conflict_root / "symbolic" and dm.conflict_source.from_ckpt is None
     assert "is not there yet" in caplog.text and "using the symbolic conflict set" in caplog.text
     assert len(caplog.records) == 1  # one line says which set and why
     dm.prepare_data()  # the existing symbolic shards are the ones asked for
@@ -116,14 +118,14 @@ def test_a_subset_of_weight_zero_is_validated_but_not_trained_on(built, conflict
     trained = [t for _, t in itertools.islice(dm.stream("train")(0, ReaderPart()), 60)]
     assert not any(inspected(t) for t in trained)
     validated = [t for _, t in dm.stream("val")(0, ReaderPart())]
-    assert len(validated) == SMALL["val_size"] + CONFLICT["val_size"]
+    assert len(validated) == SMALL.val_size + CONFLICT.val_size
     # The subsets take turns, so a validation capped at a few packs still sees every subset.
     assert [inspected(t) for t in validated[:4]] == [False, True, False, True]
     # One validation loader per subset, so the module logs each subset's losses apart.
     loaders = dict(zip(dm.val_names, dm.val_dataloader(), strict=True))
     assert list(loaders) == ["multiturn", "conflict"]
-    assert sum(len(b.sample_lens) for b in loaders["multiturn"]) == SMALL["val_size"]
-    assert sum(len(b.sample_lens) for b in loaders["conflict"]) == CONFLICT["val_size"]
+    assert sum(len(b.sample_lens) for b in loaders["multiturn"]) == SMALL.val_size
+    assert sum(len(b.sample_lens) for b in loaders["conflict"]) == CONFLICT.val_size
 
 
 def test_validating_on_the_mixture_logs_each_subset_apart(built, conflict_root):
@@ -160,13 +162,14 @@ def test_the_mixture_refuses_weights_that_do_not_name_its_subsets(built, conflic
 
 
 def test_the_mixture_refuses_a_subsets_own_reader(built, conflict_root):
-    subsets = {"multiturn": MultiTurnDataModule(built, **SMALL, reader=ReaderConfig(max_tokens=512))}
+    subsets = {"multiturn": MultiTurnDataModule(built, SMALL, reader=ReaderConfig(max_tokens=512))}
     with pytest.raises(ValueError, match=r"subset 'multiturn' sets reader \{'max_tokens': 512\}"):
         MixtureDataModule(subsets)
 
 
 def test_the_alignment_subset_builds_and_packs(tmp_path):
-    dm = AlignmentDataModule(tmp_path, num_samples=6, val_size=3, samples_per_shard=3, **options())
+    build = AlignmentSpec(num_samples=6, val_size=3, samples_per_shard=3)
+    dm = AlignmentDataModule(tmp_path, build, **options())
     dm.prepare_data()
     dm.setup("fit")
     stats = dm.manifest["stats"]

@@ -103,9 +103,8 @@ def test_the_data_module_packs_the_input_image_and_trains_a_step(tmp_path):
     module = ProcessDrivenModule(trunk="embedded", schedule=ScheduleConfig(warmup_steps=1))
     reader = ReaderConfig(max_tokens=1024, num_workers=0, packing="embedded")
     geometry = PackingGeometry.of_trunk(module.trunk.config)  # what `pdgen fit` links from model.trunk
-    dm = EditDataModule(
-        tmp_path, num_samples=6, val_size=2, samples_per_shard=3, reader=reader, geometry=geometry
-    )
+    build = EditSpec(num_samples=6, val_size=2, samples_per_shard=3)
+    dm = EditDataModule(tmp_path, build, reader=reader, geometry=geometry)
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

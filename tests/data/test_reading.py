@@ -1,6 +1,7 @@
 """How DataModules read (``pdgen.data.reading``), on a multi-turn shard set: one PackedBatch per step, resumed
 at the exact pack, every skipped sample counted by cause, a reader that cannot fill a pack stopped."""
 
+import dataclasses
 import io
 import logging
 import shutil
@@ -36,7 +37,7 @@ def test_yields_packed_batches_for_the_trunk(built):
 def test_validation_reads_every_held_out_trajectory_once(built):
     dm = module(built)
     batches = list(dm.val_dataloader())
-    assert sum(len(b.sample_lens) for b in batches) == SMALL["val_size"]
+    assert sum(len(b.sample_lens) for b in batches) == SMALL.val_size
     assert [fingerprint(b) for b in dm.val_dataloader()] == [fingerprint(b) for b in batches]
 
 
@@ -66,7 +67,7 @@ def test_resume_refuses_another_worker_count(built):
 
 def test_prepare_data_refuses_shards_built_differently(built):
     with pytest.raises(ValueError, match="manifest.json holds 'multiturn' shards built with"):
-        MultiTurnDataModule(built, **{**SMALL, "augment": 0.5}).prepare_data()
+        MultiTurnDataModule(built, dataclasses.replace(SMALL, augment=0.5)).prepare_data()
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -155,7 +156,7 @@ def test_every_lost_sample_is_counted_by_cause_and_training_goes_on(built, tmp_p
     packed = sum(len(pack.sample_lens) for pack in epoch)
     lost = dm.skipped_samples
     assert lost["truncated"] == 5 and lost["unreadable_image"] == 1 and lost["corrupt"] == 0
-    assert lost["too_long"] > 0 and packed + sum(lost.values()) == SMALL["num_trajectories"]
+    assert lost["too_long"] > 0 and packed + sum(lost.values()) == SMALL.num_trajectories
 
     logger = MetricsRecorder()
     fit = L.Trainer(max_steps=3, accelerator="cpu", logger=logger, log_every_n_steps=1,

@@ -52,7 +52,7 @@ def test_the_recipe_mixes_the_three_subsets_like_the_paper():
     printed = resolved(RECIPE)
     assert printed["data"]["class_path"].endswith("MixtureDataModule")
     assert weights(printed) == {"multiturn": 2.0, "conflict": 1.0, "alignment": 1.0}
-    assert subset(printed, "multiturn")["augment"] == 0.2
+    assert subset(printed, "multiturn")["build"]["augment"] == 0.2
     assert subset(printed, "conflict")["from_ckpt"] == "runs/full/stage1/checkpoints/last.ckpt"
 
 
@@ -70,7 +70,7 @@ def test_the_recipe_mixes_the_three_subsets_like_the_paper():
 )  # fmt: skip
 def test_each_ablation_changes_its_row_and_keeps_the_rest(ablation, expected, augment, from_ckpt):
     printed = resolved(RECIPE, f"configs/ablations/{ablation}.yaml")
-    assert weights(printed) == expected and subset(printed, "multiturn")["augment"] == augment
+    assert weights(printed) == expected and subset(printed, "multiturn")["build"]["augment"] == augment
     assert set(printed["data"]["init_args"]["subsets"]) == {"multiturn", "conflict", "alignment"}
     assert from_ckpt in subset(printed, "conflict")["from_ckpt"]
     # The training recipe itself is the base's.
@@ -84,7 +84,7 @@ def test_the_single_pass_baseline_trains_the_same_prompts_from_the_same_base():
     assert data["reader"]["layout"] == "single_pass"
     recipe = resolved(RECIPE)
     # The same multi-turn build (its prompts and final scenes), the same base checkpoint and tokenizer.
-    for key in ("root", "num_trajectories", "augment", "val_size", "world", "seed"):
+    for key in ("root", "build"):
         assert data[key] == subset(recipe, "multiturn")[key], key
     assert data["tokenizer"] == recipe["data"]["init_args"]["tokenizer"]
     assert (

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conflict_checks import WORLD, check_with_world_judge
 
-from pdgen.data.conflict import ConflictSpec, build_conflict, conflict_samples
+from pdgen.data.conflict import ConflictSource, ConflictSpec, build_conflict, conflict_samples
 from pdgen.data.conflict_sample import perturb
 from pdgen.data.self_sample import SelfSampler, checkpoint_plans
 from pdgen.data.shards import ShardSource, read_manifest, split_shards
@@ -75,11 +75,9 @@ def test_self_sampled_samples_have_valid_verdicts_and_name_their_violation(
         checkpoint_plans(checkpoint, tokenizer, controller=plausible_plans, num_timesteps=2, max_images=8,
                          image_size=(32, 32), cfg_text_scale=1.0)
     )  # fmt: skip
-    spec = ConflictSpec(
-        num_samples=4, val_size=1, world="large", from_ckpt=str(checkpoint), tokenizer=str(tokenizer),
-        samples_per_shard=2,
-    )  # fmt: skip
-    manifest = build_conflict(tmp_path, spec, sampler=SelfSampler(plans, LARGE))
+    spec = ConflictSpec(num_samples=4, val_size=1, world="large", samples_per_shard=2)
+    source = ConflictSource(from_ckpt=str(checkpoint), tokenizer=str(tokenizer))
+    manifest = build_conflict(tmp_path, spec, source, sampler=SelfSampler(plans, LARGE))
     assert manifest["mode"] == "self-sampled"
     stats = manifest["stats"]
     assert stats["total_samples"] == 4 and stats["positive_samples"] + stats["negative_samples"] == 4

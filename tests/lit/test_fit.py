@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pdgen.cli import main
 from pdgen.data.datamodules import MultiTurnDataModule
+from pdgen.data.multiturn import MultiTurnSpec
 from pdgen.data.packing_config import PackingGeometry
 from pdgen.data.reading import ReaderConfig
 from pdgen.lit import EMA, AtomicCheckpointIO, ProcessDrivenModule, ScheduleConfig, TrajectoryLogger
@@ -56,8 +57,8 @@ def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
     base = tmp_path / "base"
     base_toy = tmp_path / "base_toy.yaml"
     base_toy.write_text(yaml.safe_dump({
-        "data": {"init_args": {"root": str(base / "data"), "num_samples": 16, "val_size": 2,
-                               "tokenizer_trajectories": 8, "samples_per_shard": 8,
+        "data": {"init_args": {"root": str(base / "data"), "build": {"num_samples": 16, "val_size": 2,
+                               "tokenizer_trajectories": 8, "samples_per_shard": 8},
                                "reader": {"num_workers": 0}}},
         "trainer": {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "logger": False,
                     "default_root_dir": str(base),  # where LightningCLI writes the child run's config.yaml
@@ -67,17 +68,17 @@ def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
     small = dict(val_size=2, samples_per_shard=8)
     tokenizer = str(base / "data" / "tokenizer")
     subsets = {
-        "multiturn": ("MultiTurnDataModule", dict(num_trajectories=16, augment=0.5)),
-        "conflict": ("ConflictDataModule", dict(num_samples=8, tokenizer=tokenizer)),
-        "alignment": ("AlignmentDataModule", dict(num_samples=9)),
+        "multiturn": ("MultiTurnDataModule", dict(num_trajectories=16, augment=0.5), {}),
+        "conflict": ("ConflictDataModule", dict(num_samples=8), dict(tokenizer=tokenizer)),
+        "alignment": ("AlignmentDataModule", dict(num_samples=9), {}),
     }
     roots = {"multiturn": "mt", "conflict": "conflict", "alignment": "alignment"}
     data = {
         name: {
             "class_path": f"pdgen.data.datamodules.{cls}",
-            "init_args": {"root": str(tmp_path / roots[name]), **small, **args},
+            "init_args": {"root": str(tmp_path / roots[name]), "build": {**small, **build}, **args},
         }
-        for name, (cls, args) in subsets.items()
+        for name, (cls, build, args) in subsets.items()
     }
     toy = tmp_path / "toy.yaml"
     options = {"subsets": data, "reader": {"num_workers": 0, "max_tokens": 1024}, "tokenizer": tokenizer}
@@ -148,9 +149,7 @@ def shards(tmp_path_factory):
     """A tiny multi-turn shard set, built once, and a factory of DataModules reading it."""
     root = tmp_path_factory.mktemp("multiturn")
     options = dict(
-        num_trajectories=16,
-        val_size=2,
-        samples_per_shard=8,
+        build=MultiTurnSpec(num_trajectories=16, val_size=2, samples_per_shard=8),
         reader=ReaderConfig(num_workers=0, max_tokens=1024),
         geometry=PackingGeometry.of_trunk(BagelConfig.from_name("embedded")),  # the module's trunk, below
     )
