@@ -44,18 +44,9 @@ from typing import Any
 import numpy as np
 
 from pdgen.console import counter
+from pdgen.data import subset_build
 from pdgen.data.conflict_sample import ConflictSample, symbolic_sample
 from pdgen.data.self_sample import SelfSampler, checkpoint_plans
-from pdgen.data.subset_build import (
-    TOKENIZER_DIR,
-    VAL_OFFSET,
-    SampleSkipped,
-    check_spec,
-    finish_build,
-    train_prompt,
-    world_config,
-    write_labelled_splits,
-)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +80,9 @@ class ConflictSpec:
     samples_per_shard: int = 500
 
     def __post_init__(self) -> None:
-        check_spec(self, {"num_samples": 1, "val_size": 0, "samples_per_shard": 1}, ("negative_fraction",))
+        subset_build.check_spec(
+            self, {"num_samples": 1, "val_size": 0, "samples_per_shard": 1}, ("negative_fraction",)
+        )
 
     def to_dict(self, source: ConflictSource | None = None) -> dict[str, Any]:
         """The manifest's ``spec``: this spec's fields and ``source``'s (default: symbolic), one flat dict
@@ -144,22 +137,23 @@ def conflict_samples(
     (``symbolic_sample``).
     """
     wanted = spec.num_samples if split == "train" else spec.val_size
-    start = 0 if split == "train" else VAL_OFFSET
+    start = 0 if split == "train" else subset_build.VAL_OFFSET
     failures: Counter = Counter()
     for number in range(start, start + wanted):
         negative = bool(np.random.default_rng([spec.seed, number]).random() < spec.negative_fraction)
         for attempt in itertools.count():
             rng = np.random.default_rng([spec.seed, number, attempt])
-            prompt = train_prompt(spec.world, rng)  # a tag first, then a prompt of it, as every build
+            # a tag first, then a prompt of it, as every build
+            prompt = subset_build.train_prompt(spec.world, rng)
             seed = int(rng.integers(1 << 62))
             if sampler is not None:
                 result = sampler.sample(prompt, seed)
             else:
                 try:
                     result = symbolic_sample(
-                        prompt, seed, world_config(spec.world), negative, skipped=skipped
+                        prompt, seed, subset_build.world_config(spec.world), negative, skipped=skipped
                     )
-                except SampleSkipped as error:
+                except subset_build.SampleSkipped as error:
                     failures[error.outcome] += 1
                     result = None
             if result is not None:
@@ -201,15 +195,16 @@ def build_conflict(
             source.from_ckpt, source.tokenizer, source.packing, num_timesteps=spec.num_timesteps,
             max_images=12,
         )  # fmt: skip
-        sampler = SelfSampler(plans, world_config(spec.world))
+        sampler = SelfSampler(plans, subset_build.world_config(spec.world))
     log.info("building %d + %d %s conflict samples in %s", spec.num_samples, spec.val_size, source.mode, root)
     skipped: Counter[str] = Counter()
     bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "samples", progress)
-    splits, stats, texts, kinds = write_labelled_splits(
+    splits, stats, texts, kinds = subset_build.write_labelled_splits(
         root, spec.samples_per_shard, lambda split: conflict_samples(spec, split, sampler, skipped), bar
     )
-    if source.tokenizer is not None:  # the checkpoint's, copied; else trained on the texts by finish_build
-        _copy_tree(Path(source.tokenizer), root / TOKENIZER_DIR)
+    # The checkpoint's tokenizer, copied; without one, finish_build trains one on the texts.
+    if source.tokenizer is not None:
+        _copy_tree(Path(source.tokenizer), root / subset_build.TOKENIZER_DIR)
     extra: dict[str, Any] = {"negative_kinds": dict(sorted(kinds.items()))}
     if sampler is not None:
         extra["outcomes"] = dict(sorted(sampler.outcomes.items()))
@@ -217,7 +212,7 @@ def build_conflict(
         extra["skipped"] = dict(sorted(skipped.items()))
     head = {"subset": SUBSET, "mode": source.mode}
     texts_to_learn = None if source.tokenizer is not None else texts
-    return finish_build(root, head, spec.to_dict(source), splits, stats, texts_to_learn, **extra)
+    return subset_build.finish_build(root, head, spec.to_dict(source), splits, stats, texts_to_learn, **extra)
 
 
 def _copy_tree(source: Path, target: Path) -> None:

@@ -34,14 +34,7 @@ from typing import Any
 import numpy as np
 
 from pdgen.console import counter
-from pdgen.data.subset_build import (
-    check_spec,
-    finish_build,
-    split_indexes,
-    train_prompt,
-    world_config,
-    write_splits,
-)
+from pdgen.data import subset_build
 from pdgen.trajectory import Plan, Sketch, Trajectory
 from pdgen.world.rollout import rollout
 
@@ -75,7 +68,9 @@ class MultiTurnSpec:
     samples_per_shard: int = 500
 
     def __post_init__(self) -> None:
-        check_spec(self, {"num_trajectories": 1, "val_size": 0, "samples_per_shard": 1}, ("augment",))
+        subset_build.check_spec(
+            self, {"num_trajectories": 1, "val_size": 0, "samples_per_shard": 1}, ("augment",)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,9 +85,11 @@ def multiturn_trajectory(
     whose layout dead-ended before the rollout found one are added to ``dead_ends`` by operation.
     """
     rng = np.random.default_rng([spec.seed, index])
-    prompt = train_prompt(spec.world, rng)
+    prompt = subset_build.train_prompt(spec.world, rng)
     seed = int(rng.integers(1 << 62))
-    steps = rollout(prompt, seed, world_config(spec.world), augment=spec.augment, dead_ends=dead_ends)
+    steps = rollout(
+        prompt, seed, subset_build.world_config(spec.world), augment=spec.augment, dead_ends=dead_ends
+    )
     parts = [part for step in steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))]
     return Trajectory(prompt, parts)
 
@@ -101,7 +98,7 @@ def multiturn_trajectories(
     spec: MultiTurnSpec, split: str = "train", dead_ends: Counter[str] | None = None
 ) -> Iterator[Trajectory]:
     """Every trajectory of one split of the build, in index order (dead ends added to ``dead_ends``)."""
-    indexes = split_indexes(split, spec.num_trajectories, spec.val_size)
+    indexes = subset_build.split_indexes(split, spec.num_trajectories, spec.val_size)
     return (multiturn_trajectory(spec, index, dead_ends) for index in indexes)
 
 
@@ -126,9 +123,11 @@ def build_multiturn(
     dead_ends: Counter[str] = Counter()
     total = spec.num_trajectories + spec.val_size
     bar = counter(total, f"building {SUBSET} in {root}", "trajectories", progress)
-    splits, stats, texts = write_splits(
+    splits, stats, texts = subset_build.write_splits(
         root, spec.samples_per_shard, lambda split: multiturn_trajectories(spec, split, dead_ends), bar
     )
     dead_ends_by_op = dict(sorted(dead_ends.items()))
     head = {"subset": SUBSET}
-    return finish_build(root, head, spec.to_dict(), splits, stats, texts, dead_ends=dead_ends_by_op)
+    return subset_build.finish_build(
+        root, head, spec.to_dict(), splits, stats, texts, dead_ends=dead_ends_by_op
+    )
