@@ -51,6 +51,7 @@ from typing import Any
 
 from PIL import Image
 
+from pdgen.errors import UserError
 from pdgen.io import atomic_write
 from pdgen.judges.base import Verdict
 from pdgen.scene.plan import StepGoal
@@ -143,9 +144,9 @@ class ChatClient:
         cache_dir: str | Path | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"ChatClient base_url must start with http:// or https://, got {base_url!r}")
+            raise UserError(f"ChatClient base_url must start with http:// or https://, got {base_url!r}")
         if max_retries < 0 or timeout <= 0 or backoff < 0:
-            raise ValueError(
+            raise UserError(
                 f"ChatClient needs max_retries >= 0, timeout > 0, backoff >= 0; "
                 f"got {max_retries}, {timeout}, {backoff}"
             )

@@ -71,6 +71,13 @@ def test_client_errors_are_not_retried_and_a_missing_key_is_named(monkeypatch):
         assert server.remaining == 1
 
 
+def test_a_bad_base_url_is_a_user_error_naming_it():
+    from pdgen.errors import UserError
+
+    with pytest.raises(UserError, match="ftp://judge"):
+        ChatClient("ftp://judge")
+
+
 def test_backoff_doubles(monkeypatch):
     waits = []
     monkeypatch.setattr("pdgen.judges.openai.time.sleep", waits.append)
