@@ -5,8 +5,8 @@ A ``PackingConfig`` has two halves:
 - the *geometry* (``PackingGeometry``): pixels per latent token, ViT patch side and the sides of the two
   position tables. It is a property of the trunk (``BagelConfig``), and ``PackingGeometry.of_trunk`` is the
   one place that reads it off a trunk config. ``pdgen fit`` links it from ``model.trunk`` into the data
-  module (``pdgen.cli.link_trunk_geometry``); the inference loop checks a packing config against its trunk
-  with the same mapping;
+  module (``pdgen.lit.runner.link_trunk_geometry``); the inference loop checks a packing config against its
+  trunk with the same mapping;
 - the *policy*: image sizes, which images get a ViT copy, whether criticised steps are trained. Presets
   (``PACKING_PRESETS``, named like the trunks) choose it.
 

@@ -96,7 +96,7 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
 
     report = ProcessReport()
     judge, step_judge = WorldJudge(config), WorldStepJudge()
-    inspections = images = without_trajectory = 0
+    inspections = images = without_trajectory = unreadable_plans = 0
     for prediction in read_predictions(root):
         row = prediction.folder.metadata
         if "include" not in row:
@@ -111,8 +111,7 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
         scenes = _planned_scenes(trajectory)
         if scenes is None:
             report.unreadable += 1
-            report.complete.add(False)
-            report.planned_right.add(False)
+            unreadable_plans += 1
             continue
         images += sum(isinstance(step, Sketch | Refine) for step in trajectory.steps)
         complete = [_is_complete(prompt, scene, judge) for scene in scenes]
@@ -126,10 +125,11 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
                 not step_judge.check_step(prompt, goal).verdict.ok or not judge.check_image(image, goal).ok
             )
             report.inspections_agree.add((inspect.refine is not None) == wrong)
-    if without_trajectory < report.trajectories:  # a process folder: an output that is no trajectory failed
-        for _ in range(without_trajectory):
-            report.complete.add(False)
-            report.planned_right.add(False)
+    # In a process folder an output that is no trajectory failed to plan too; a single-pass folder has none.
+    planned_wrong = unreadable_plans + (without_trajectory if without_trajectory < report.trajectories else 0)
+    for _ in range(planned_wrong):
+        report.complete.add(False)
+        report.planned_right.add(False)
     readable = report.trajectories - report.unreadable
     report.inspections_per_trajectory = inspections / readable if readable else 0.0
     report.images_per_trajectory = images / readable if readable else 0.0

@@ -300,7 +300,7 @@ class ProcessDrivenModule(LightningModule):
         """Loads `init_from`; reads `<|vision_start|>` and the content words off the datamodule's tokenizer.
 
         The datamodule's packing geometry is the trunk's already: `pdgen fit` links it from `model.trunk`
-        (`pdgen.cli.link_trunk_geometry`); a pack of another geometry fails in `_check_geometry`.
+        (`pdgen.lit.runner.link_trunk_geometry`); a pack of another geometry fails in `_check_geometry`.
         """
         if stage == "fit" and self.hparams.init_from is not None:
             self.load_trunk_weights(self.hparams.init_from)

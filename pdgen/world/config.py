@@ -36,7 +36,7 @@ class WorldConfig:
         position_jitter: jitter of the object centre as a fraction of the cell's free space (+-). The default
             world has none, so a scene graph (class, colour, cell) fixes its image: with jitter the best a
             flow model can predict at high noise is the average over positions and sizes, a blob, and the
-            embedded model reached half the colour score at equal steps (docs/results.md).
+            embedded model reached a third of the colour score at equal steps (docs/results.md).
         margin: added to GenEval's 0.1 position threshold when the layout checks a relation, so that
             relations still hold on slightly different detected boxes.
         supersample: drawing resolution factor; downsampling by area averaging anti-aliases edges.
