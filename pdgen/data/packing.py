@@ -236,6 +236,7 @@ class TrajectoryPacker:
         drop_prompt: bool = False,
         drop_input_image: bool = False,
         drop_text: bool = False,
+        drop_images: bool = False,
     ) -> PackedSample:
         """Lay out one trajectory (no pixels are read).
 
@@ -251,6 +252,10 @@ class TrajectoryPacker:
                 only the images and their MSE targets: the unconditional context of text CFG when the loop
                 guides with the images alone (BAGEL's think mode keeps generated text out of its
                 ``cfg_text_context``). No CE label is kept: every decision would now read a wrong next token.
+            drop_images: leave out every image the trajectory draws and keep its text: the plans' lesson
+                (prompt -> plans) at a fraction of the tokens. Each image's RoPE ids stay reserved and the
+                plan before it still predicts ``<|vision_start|>``, so the text sits where the loop writes
+                it; inspections, which judge an image that is not there, are kept as context without CE.
         """
         steps = trajectory.steps
         # Plan and inspect texts exactly as the tagged text writes them: one per Plan, Refine and Inspect.
@@ -270,10 +275,15 @@ class TrajectoryPacker:
                     self._text_turn(next(texts), CeRole.PLAN if trained else None, f"{where}.steps[{i}]")
                 )
             if isinstance(step, Inspect):
-                turns.append(self._text_turn(next(texts), CeRole.INSPECT, f"{where}.steps[{i}]"))
+                role = None if drop_images else CeRole.INSPECT
+                turns.append(self._text_turn(next(texts), role, f"{where}.steps[{i}]"))
             if isinstance(step, Sketch | Refine):
                 inspected = i + 1 < len(steps) and isinstance(steps[i + 1], Inspect)
                 understood = inspected or self.config.vit_images == "all"
+                if drop_images:  # the clean copy's RoPE id, and the ViT copy's
+                    skipped = 1 + understood
+                    turns.append(_Turn([], False, self.ids.vision_start, skipped_positions=skipped))
+                    continue
                 copies = ("noised",) * trained + ("clean",) + ("vit",) * understood
                 turns.append(self._image_turn(step.image, copies, decides_next=not drop_text))
         if drop_text:

@@ -186,6 +186,9 @@ class ReaderConfig:
             paper's interleaved sequence), ``single_pass`` (prompt -> final image), ``caption`` (base stage).
         text_dropout: probability that a training sample loses every text, prompt, plans and inspections
             (``process`` only): the unconditional context of text CFG that guides with the images alone.
+        plan_text: probability that a training trajectory without inspections is read as its text alone, its
+            images left out (``process`` only): more of the planner's lessons per step for the same tokens
+            (``pdgen.data.sample_layout.ProcessLayout``).
     """
 
     packing: str = "tiny"
@@ -195,6 +198,7 @@ class ReaderConfig:
     prompt_dropout: float = 0.1
     layout: LayoutName = "process"
     text_dropout: float = 0.0
+    plan_text: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -244,6 +248,7 @@ class PackedDataModule(L.LightningDataModule):
         self.prompt_dropout = reader.prompt_dropout
         self.layout_name = reader.layout
         self.text_dropout = reader.text_dropout
+        self.plan_text = reader.plan_text
         self.train_layout(), self.val_layout()  # bad names and probabilities fail here, before any work
         self.tokenizer_path = None if tokenizer is None else Path(tokenizer)
         self.tokenizer: Any = None
@@ -259,7 +264,9 @@ class PackedDataModule(L.LightningDataModule):
 
     def train_layout(self) -> Layout:
         """The training samples' layout, with condition dropout."""
-        return make_layout(self.layout_name, self.prompt_dropout, self.text_dropout, self.image_to_text)
+        return make_layout(
+            self.layout_name, self.prompt_dropout, self.text_dropout, self.image_to_text, self.plan_text
+        )
 
     def val_layout(self) -> Layout:
         """The validation samples' layout: the same, every condition kept."""

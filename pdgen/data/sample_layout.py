@@ -6,7 +6,8 @@ made per sample by a *layout* with the reader's own seeded coins (so a resumed s
 - ``ProcessLayout``: the paper's interleaved sequence (``TrajectoryPacker.sample``), with condition dropout
   for classifier-free guidance: the prompt alone (``prompt_dropout``), or every text (``text_dropout``: the
   prompt and the plans and inspections, so that the loop can guide with the images alone, as BAGEL's think
-  mode does);
+  mode does); and, with probability ``plan_text``, a trajectory that inspects nothing laid out as its text
+  alone (the prompt and its plans, images left out): the planner's lesson at about a quarter of the tokens;
 - ``SinglePassLayout``: the prompt, then the trajectory's final image and nothing else: what a model that
   draws in one pass is trained on (the paper's baseline, ``configs/ablations/single_pass.yaml``);
 - ``CaptionLayout``: the base stage's pairs (a trajectory of one caption and one image): caption -> image
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from pdgen.data.packing import PackedSample, TrajectoryPacker
-from pdgen.trajectory import Refine, Sketch, Trajectory
+from pdgen.trajectory import Inspect, Refine, Sketch, Trajectory
 
 LayoutName = Literal["process", "single_pass", "caption"]
 
@@ -43,14 +44,22 @@ def _probability(name: str, value: float) -> float:
 
 @dataclass(frozen=True)
 class ProcessLayout:
-    """The interleaved trajectory; a sample loses its prompt, or every text, with the given probabilities."""
+    """The interleaved trajectory; a sample loses its prompt, or every text, with the given probabilities.
+
+    ``plan_text`` is the probability that a trajectory without inspections (a multi-turn one) keeps its text
+    and loses its images (``TrajectoryPacker.sample(drop_images=True)``). A plan's content words are a few
+    tokens of a sample that is mostly image tokens, so the planner sees few of them per step; its text alone
+    costs a quarter of the tokens. Inspections judge images, so trajectories with one always keep theirs.
+    """
 
     prompt_dropout: float = 0.0
     text_dropout: float = 0.0
+    plan_text: float = 0.0
 
     def __post_init__(self) -> None:
         _probability("prompt_dropout", self.prompt_dropout)
         _probability("text_dropout", self.text_dropout)
+        _probability("plan_text", self.plan_text)
         if self.prompt_dropout + self.text_dropout > 1.0:
             raise ValueError(
                 f"prompt_dropout + text_dropout = {self.prompt_dropout + self.text_dropout} exceeds 1"
@@ -62,7 +71,13 @@ class ProcessLayout:
         coin = coins.random()
         drop_text = coin < self.text_dropout
         drop_prompt = not drop_text and coin < self.text_dropout + self.prompt_dropout
-        return packer.sample(trajectory, where, drop_prompt=drop_prompt, drop_text=drop_text)
+        # A second coin only where plan_text is on, so that the streams of other recipes stay as they were.
+        text_coin = coins.random() if self.plan_text else 1.0
+        inspects = any(isinstance(step, Inspect) for step in trajectory.steps)
+        drop_images = not (drop_text or inspects) and text_coin < self.plan_text
+        return packer.sample(
+            trajectory, where, drop_prompt=drop_prompt, drop_text=drop_text, drop_images=drop_images
+        )
 
 
 @dataclass(frozen=True)
@@ -115,15 +130,22 @@ def final_image(trajectory: Trajectory, where: str = "trajectory") -> Image.Imag
 
 
 def make_layout(
-    name: LayoutName, prompt_dropout: float = 0.0, text_dropout: float = 0.0, image_to_text: float = 0.0
+    name: LayoutName,
+    prompt_dropout: float = 0.0,
+    text_dropout: float = 0.0,
+    image_to_text: float = 0.0,
+    plan_text: float = 0.0,
 ) -> Layout:
     """The layout called ``name``, with its dropout; ``prompt_dropout`` is the caption's for ``caption``."""
     if image_to_text and name != "caption":
         raise ValueError(f"image_to_text={image_to_text} needs layout='caption', not {name!r}")
     if name == "process":
-        return ProcessLayout(prompt_dropout, text_dropout)
-    if text_dropout:
-        raise ValueError(f"text_dropout={text_dropout} needs layout='process'; {name!r} has only one text")
+        return ProcessLayout(prompt_dropout, text_dropout, plan_text)
+    if text_dropout or plan_text:
+        raise ValueError(
+            f"text_dropout={text_dropout} and plan_text={plan_text} need layout='process'; "
+            f"{name!r} has one text"
+        )
     if name == "single_pass":
         return SinglePassLayout(prompt_dropout)
     if name == "caption":

@@ -159,6 +159,33 @@ def test_dropped_text_keeps_only_the_images_and_no_label(tokenizer):
     assert sum(s.noised for s in sample.splits) == sum(getattr(s, "noised", False) for s in full.splits)
 
 
+def test_dropped_images_keep_the_plans_where_the_loop_writes_them(tokenizer, ids):
+    """The planner's lesson alone: the prompt and the plans with their labels, no image split; each image's
+    RoPE ids stay reserved, so every text keeps the position it has in the full sample, and a plan still
+    predicts the ``<|vision_start|>`` that the loop answers with an image."""
+    trajectory = Trajectory(
+        "a circle and a square",
+        [Plan("Add a circle.", "A circle."), Sketch(image()), Plan("Add a square.", "Two."), Sketch(image())],
+    )
+    packer = TrajectoryPacker(tokenizer, TINY)
+    full, plans = packer.sample(trajectory), packer.sample(trajectory, drop_images=True)
+    assert {s.mode for s in plans.splits} == {"causal"}
+    assert plans.splits == tuple(s for s in full.splits if isinstance(s, TextSplit))
+    assert plans.splits[1].labels[-1].target == ids.vision_start
+    assert plans.num_tokens < full.num_tokens / 2
+
+
+def test_dropped_images_keep_an_inspection_as_context_only(tokenizer):
+    """An inspection judges an image; without the image its verdict is no lesson."""
+    trajectory = Trajectory(
+        "a circle",
+        [Plan("Add a circle.", "A circle."), Sketch(image()), Inspect("Right.", None), Plan("Add.", "Two."),
+         Sketch(image())],
+    )  # fmt: skip
+    plans = TrajectoryPacker(tokenizer, TINY).sample(trajectory, drop_images=True)
+    assert [len(s.labels) > 0 for s in plans.splits] == [False, True, False, True]
+
+
 def test_text_to_image_is_a_caption_and_one_noised_copy(tokenizer):
     """BAGEL's text-to-image sample (the base stage, single pass): nothing follows the image, so it has no
     clean copy and decides nothing; the image takes the RoPE id after the caption, as the loop queries it."""
