@@ -1,0 +1,145 @@
+"""Does the planner copy the prompt's objects, or recall the training prompts? The first object's plan,
+teacher-forced, on ShapesEval's train and test prompts.
+
+For every prompt of a split, one world rollout (no augmentation) is packed as the process lays it out, images
+included, and the checkpoint predicts each token of the first object's ``<ins>`` ("Add a red circle at the
+top left.") from the true text before it. Only content words are scored, colours, classes and counts (the
+world draws places, so no planner can predict them):
+
+- with two objects either may come first (the world's order is random), so when the planner starts with the
+  other object's first word, the probe reads a rollout in which the world adds that object first instead;
+- every content word must then be the true one: after "Add a red", the class the prompt gives red.
+
+A planner that copies scores the same on both splits; one that recalls its training prompts scores higher on
+``train`` (the test split shares no (tag, classes, colours) tuple with it). Teacher forcing scores one plan
+from the true context, so it needs no image generation and takes seconds; `pdgen predict` + `pdgen eval
+shapes` score whole free-running trajectories.
+
+    python tools/probe_planner.py runs/full/version_0/checkpoints/last.ckpt data/base/tokenizer
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+
+import torch
+
+from pdgen.data.packing import PackingConfig, TextSplit, TrajectoryPacker
+from pdgen.data.tokenizer import load_tokenizer
+from pdgen.lit.module import ProcessDrivenModule
+from pdgen.lit.predict import load_ema_weights
+from pdgen.scene.vocabulary import COLORS, SHAPE_CLASSES
+from pdgen.trajectory import Plan, Sketch, Trajectory
+from pdgen.world.config import WorldConfig
+from pdgen.world.prompts import shapes_eval_prompts
+from pdgen.world.rollout import rollout
+
+PLURALS = tuple(f"{name}s" for name in SHAPE_CLASSES)
+CONTENT_WORDS = frozenset((*COLORS, *SHAPE_CLASSES, *PLURALS, "two", "three", "four"))
+"""What the probe scores: the words a plan copies from its prompt (places are the world's choice)."""
+ORDERS = 16
+"""Rollouts searched for one that adds first the object the planner started with."""
+
+
+def first_object_right(
+    module: ProcessDrivenModule, packer: TrajectoryPacker, prompt: str, seed: int, world: WorldConfig
+) -> bool:
+    """Whether the planner writes the content words of the first object of ``prompt`` right, teacher-forced.
+
+    It is read on the world's rollout ``seed``; when it starts with another word than that rollout's first
+    object, on the first of the next ``ORDERS`` rollouts that adds the object it started with first.
+    """
+    targets, predictions = first_plan_words(module, packer, world_trajectory(prompt, seed, world))
+    if not targets:
+        raise ValueError(f"the first plan of {prompt!r} has no content word to score")
+    for other in range(seed + 1, seed + 1 + ORDERS):
+        if predictions[0] == targets[0]:
+            break
+        trajectory = world_trajectory(prompt, other, world)
+        if content_words(trajectory.steps[2].ins)[:1] == predictions[:1]:
+            targets, predictions = first_plan_words(module, packer, trajectory)
+    return predictions == targets
+
+
+def load(ckpt: str) -> ProcessDrivenModule:
+    """The checkpoint's module with its EMA weights when it has them (as `pdgen predict` samples)."""
+    module = ProcessDrivenModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    load_ema_weights(module, ckpt)
+    return module.eval()
+
+
+def world_trajectory(prompt: str, seed: int, world: WorldConfig) -> Trajectory:
+    """The world's rollout of ``prompt``, as a trajectory of plans and images."""
+    steps = rollout(prompt, seed, world)
+    parts = [part for step in steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))]
+    return Trajectory(prompt, parts)
+
+
+def content_words(text: str) -> list[str]:
+    """The content words of a plan's text, in order."""
+    return [word for word in re.findall(r"[a-z]+", text) if word in CONTENT_WORDS]
+
+
+@torch.no_grad()
+def first_plan_words(
+    module: ProcessDrivenModule, packer: TrajectoryPacker, trajectory: Trajectory
+) -> tuple[list[str], list[str]]:
+    """(true, predicted) content words of the first object's ``<ins>``, teacher-forced."""
+    sample = packer.sample(trajectory)
+    batch = packer.collate([sample])
+    batch.packed_timesteps = torch.zeros_like(batch.packed_timesteps)  # every image clean: the true context
+    noise = torch.zeros(batch.packed_vae_token_indexes.numel(), module.trunk.config.patch_latent_dim)
+    out = module.trunk(batch, latents=module.trunk.encode_images(batch.vae_images), noise=noise)
+    predicted = module.trunk.lm_logits(out.hidden_states, batch.ce_loss_indexes).argmax(-1)  # (N_ce,)
+    # Labels are collated split by split: the first object's plan is the third text (prompt, background).
+    start, texts = 0, 0
+    for split in sample.splits:
+        texts += isinstance(split, TextSplit)
+        if texts == 3:
+            break
+        start += len(split.labels)
+    if batch.packed_label_ids[start] != split.labels[0].target:
+        raise RuntimeError("collate reordered the labels: the probe reads the wrong positions")
+    tokenizer = packer.tokenizer
+    true_words, predicted_words = [], []
+    for k, label in enumerate(split.labels):
+        word = tokenizer.decode([label.target]).strip()
+        if "</" in word:  # the end of the <ins>: the <des> repeats what it says
+            break
+        if word in CONTENT_WORDS:
+            true_words.append(word)
+            predicted_words.append(tokenizer.decode([int(predicted[start + k])]).strip())
+    return true_words, predicted_words
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("ckpt", help="a `pdgen fit` checkpoint of the process")
+    parser.add_argument("tokenizer", help="the tokenizer directory it was trained with")
+    parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
+    parser.add_argument("--per-tag", type=int, default=100, help="prompts per tag at most")
+    parser.add_argument("--world", default="default", help="the world preset the checkpoint was trained on")
+    parser.add_argument("--packing", default="embedded", help="the packing preset it was trained with")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    module = load(args.ckpt)
+    world = WorldConfig.from_name(args.world)
+    packing = PackingConfig.from_name(args.packing).for_trunk(module.trunk.config)
+    packer = TrajectoryPacker(load_tokenizer(args.tokenizer), packing)
+    print(f"{'split':<7}{'tag':<15}{'right':>7}{'n':>5}")
+    for split in args.splits:
+        right, seen = Counter(), Counter()
+        for seed, row in enumerate(shapes_eval_prompts(split, world, per_tag=args.per_tag)):
+            right[row["tag"]] += first_object_right(module, packer, row["prompt"], seed, world)
+            seen[row["tag"]] += 1
+        for tag in seen:
+            print(f"{split:<7}{tag:<15}{right[tag] / seen[tag]:>7.2f}{seen[tag]:>5}")
+        print(f"{split:<7}{'all prompts':<15}{sum(right.values()) / seen.total():>7.2f}{seen.total():>5}")
+
+
+if __name__ == "__main__":
+    main()
