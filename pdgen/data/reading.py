@@ -245,10 +245,6 @@ class PackedDataModule(L.LightningDataModule):
         self.budget = TokenBudget.around(reader.max_tokens)
         self.num_workers = reader.num_workers
         self.shuffle_buffer = reader.shuffle_buffer
-        self.prompt_dropout = reader.prompt_dropout
-        self.layout_name = reader.layout
-        self.text_dropout = reader.text_dropout
-        self.plan_text = reader.plan_text
         self.train_layout(), self.val_layout()  # bad names and probabilities fail here, before any work
         self.tokenizer_path = None if tokenizer is None else Path(tokenizer)
         self.tokenizer: Any = None
@@ -264,13 +260,12 @@ class PackedDataModule(L.LightningDataModule):
 
     def train_layout(self) -> Layout:
         """The training samples' layout, with condition dropout."""
-        return make_layout(
-            self.layout_name, self.prompt_dropout, self.text_dropout, self.image_to_text, self.plan_text
-        )
+        r = self.reader
+        return make_layout(r.layout, r.prompt_dropout, r.text_dropout, self.image_to_text, r.plan_text)
 
     def val_layout(self) -> Layout:
         """The validation samples' layout: the same, every condition kept."""
-        return make_layout(self.layout_name, image_to_text=self.image_to_text)
+        return make_layout(self.reader.layout, image_to_text=self.image_to_text)
 
     @property
     def packer(self) -> TrajectoryPacker:
