@@ -142,7 +142,9 @@ class ConflictDataModule(ShardDataModule):
                 why_symbolic,
             )
         else:
-            log.warning("ConflictDataModule: the conflict set self-sampled from %s (%s)", from_ckpt, root)
+            log.warning(
+                "ConflictDataModule: the conflict set self-sampled from %s (%s)", from_ckpt, self.root
+            )
 
     def spec(self) -> dict[str, Any]:
         return self.build_spec.to_dict(self.conflict_source)
