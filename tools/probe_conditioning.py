@@ -29,7 +29,6 @@ import torch
 from pdgen.data.packing import PackingConfig, TrajectoryPacker, image_grid, image_pixels
 from pdgen.data.tokenizer import load_tokenizer
 from pdgen.lit.module import ProcessDrivenModule
-from pdgen.lit.predict import load_ema_weights
 from pdgen.models.bagel.flow import add_noise
 from pdgen.trajectory import Plan, Sketch, Trajectory
 from pdgen.world.config import WorldConfig
@@ -40,13 +39,6 @@ WORDS = (
     ("green triangle", "yellow circle"),
     ("purple square", "orange triangle"),
 )
-
-
-def load(ckpt: str) -> ProcessDrivenModule:
-    """The checkpoint's module with its EMA weights when it has them (as `pdgen predict` samples)."""
-    module = ProcessDrivenModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    load_ema_weights(module, ckpt)
-    return module.eval()
 
 
 def first_object(words: str, seed: int, world: WorldConfig) -> tuple[WorldStep, WorldStep]:
@@ -137,7 +129,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    module = load(args.ckpt)
+    module = ProcessDrivenModule.load_for_sampling(args.ckpt)
     world = WorldConfig.from_name(args.world)
     packing = PackingConfig.from_name("tiny").for_trunk(module.trunk.config)
     packer = TrajectoryPacker(load_tokenizer(args.tokenizer), packing)

@@ -29,12 +29,11 @@ import torch
 from pdgen.data.packing import PackingConfig, TextSplit, TrajectoryPacker
 from pdgen.data.tokenizer import load_tokenizer
 from pdgen.lit.module import ProcessDrivenModule
-from pdgen.lit.predict import load_ema_weights
 from pdgen.scene.vocabulary import COLORS, SHAPE_CLASSES
-from pdgen.trajectory import Plan, Sketch, Trajectory
+from pdgen.trajectory import Trajectory
 from pdgen.world.config import WorldConfig
 from pdgen.world.prompts import shapes_eval_prompts
-from pdgen.world.rollout import rollout
+from pdgen.world.rollout import rollout, trajectory_steps
 
 PLURALS = tuple(f"{name}s" for name in SHAPE_CLASSES)
 CONTENT_WORDS = frozenset((*COLORS, *SHAPE_CLASSES, *PLURALS, "two", "three", "four"))
@@ -63,18 +62,9 @@ def first_object_right(
     return predictions == targets
 
 
-def load(ckpt: str) -> ProcessDrivenModule:
-    """The checkpoint's module with its EMA weights when it has them (as `pdgen predict` samples)."""
-    module = ProcessDrivenModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    load_ema_weights(module, ckpt)
-    return module.eval()
-
-
 def world_trajectory(prompt: str, seed: int, world: WorldConfig) -> Trajectory:
     """The world's rollout of ``prompt``, as a trajectory of plans and images."""
-    steps = rollout(prompt, seed, world)
-    parts = [part for step in steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))]
-    return Trajectory(prompt, parts)
+    return Trajectory(prompt, trajectory_steps(rollout(prompt, seed, world)))
 
 
 def content_words(text: str) -> list[str]:
@@ -126,7 +116,7 @@ def main() -> None:
     parser.add_argument("--packing", default="embedded", help="the packing preset it was trained with")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    module = load(args.ckpt)
+    module = ProcessDrivenModule.load_for_sampling(args.ckpt)
     world = WorldConfig.from_name(args.world)
     packing = PackingConfig.from_name(args.packing).for_trunk(module.trunk.config)
     packer = TrajectoryPacker(load_tokenizer(args.tokenizer), packing)

@@ -64,12 +64,12 @@ from pdgen.scene.describe import describe_scene
 from pdgen.scene.graph import NATURAL_PREDICATE, Relation, SceneGraph, SceneObject
 from pdgen.scene.plan import StepGoal
 from pdgen.scene.vocabulary import COLORS, RELATIONS
-from pdgen.trajectory import Plan, Sketch, Trajectory
+from pdgen.trajectory import Trajectory
 from pdgen.world.config import WorldConfig
 from pdgen.world.layout import Box, LayoutError, Placed, WorldState
 from pdgen.world.places import with_places
 from pdgen.world.render import render
-from pdgen.world.rollout import WorldStep, rollout
+from pdgen.world.rollout import WorldStep, rollout, trajectory_steps
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,7 @@ class WorldEdit:
 
     def trajectory(self) -> Trajectory:
         """The training sample: the input image, the request, then a Plan and its Sketch per op."""
-        parts = [
-            part for step in self.steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))
-        ]
-        return Trajectory(self.request, parts, input_image=self.source_image)
+        return Trajectory(self.request, trajectory_steps(self.steps), input_image=self.source_image)
 
     def case(self) -> dict[str, Any]:
         """What ShapesEdit scores against (``pdgen.eval.edits``): the request, its type (``tag``), the input

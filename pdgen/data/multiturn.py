@@ -35,8 +35,8 @@ import numpy as np
 
 from pdgen.console import counter
 from pdgen.data import subset_build
-from pdgen.trajectory import Plan, Sketch, Trajectory
-from pdgen.world.rollout import rollout
+from pdgen.trajectory import Trajectory
+from pdgen.world.rollout import rollout, trajectory_steps
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ def multiturn_trajectory(
     steps = rollout(
         prompt, seed, subset_build.world_config(spec.world), augment=spec.augment, dead_ends=dead_ends
     )
-    parts = [part for step in steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))]
-    return Trajectory(prompt, parts)
+    return Trajectory(prompt, trajectory_steps(steps))
 
 
 def multiturn_trajectories(

@@ -183,15 +183,10 @@ def checkpoint_plans(
     from pdgen.data.packing_config import PackingConfig
     from pdgen.data.tokenizer import load_tokenizer
     from pdgen.inference import GenerationConfig, generate
-    from pdgen.lit.checkpoint_io import check_checkpoint_file
     from pdgen.lit.module import ProcessDrivenModule
-    from pdgen.lit.predict import load_ema_weights
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    check_checkpoint_file(checkpoint)  # an empty or truncated file is named, not an EOFError
-    module = ProcessDrivenModule.load_from_checkpoint(str(checkpoint), map_location=device, weights_only=True)
-    module.eval()
-    load_ema_weights(module, checkpoint)
+    module = ProcessDrivenModule.load_for_sampling(checkpoint, map_location=device)
     trunk = module.trunk
     words = load_tokenizer(tokenizer)
     layout = PackingConfig.from_name(packing).for_trunk(trunk.config)

@@ -17,10 +17,10 @@ from pdgen.eval.geneval import DEFAULT_OPTIONS, ScoringOptions, score_folder, su
 from pdgen.eval.predictions import TRAJECTORY_DIR
 from pdgen.eval.samples import write_prompt_folder
 from pdgen.scene.graph import SceneGraph
-from pdgen.trajectory import Plan, Sketch, Trajectory
+from pdgen.trajectory import Trajectory
 from pdgen.world.config import DEFAULT_WORLD, WorldConfig
 from pdgen.world.detect import WorldDetector
-from pdgen.world.rollout import rollout
+from pdgen.world.rollout import rollout, trajectory_steps
 
 
 def score_shapes(
@@ -45,7 +45,4 @@ def write_ground_truth(
         rollouts = [rollout(graph, seed + k, config) for k in range(samples)]
         folder = write_prompt_folder(root, index, row, [steps[-1].image for steps in rollouts])
         for k, steps in enumerate(rollouts):
-            parts = [
-                part for step in steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))
-            ]
-            Trajectory(row["prompt"], parts).save(folder / TRAJECTORY_DIR / f"{k:04d}")
+            Trajectory(row["prompt"], trajectory_steps(steps)).save(folder / TRAJECTORY_DIR / f"{k:04d}")

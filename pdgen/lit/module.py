@@ -247,6 +247,19 @@ class ProcessDrivenModule(LightningModule):
                 "checkpoint path and init_from must name the same file"
             )
 
+    @classmethod
+    def load_for_sampling(cls, checkpoint: str | Path, map_location: str = "cpu") -> ProcessDrivenModule:
+        """The module of a `pdgen fit` checkpoint, in eval mode, with its EMA average where the checkpoint
+        holds one: the weights `pdgen predict` samples with. An empty or truncated file is named, not an
+        EOFError."""
+        from pdgen.lit.checkpoint_io import check_checkpoint_file
+        from pdgen.lit.predict import load_ema_weights
+
+        check_checkpoint_file(checkpoint)
+        module = cls.load_from_checkpoint(str(checkpoint), map_location=map_location, weights_only=True)
+        load_ema_weights(module, checkpoint)
+        return module.eval()
+
     def load_trunk_weights(self, path: str | Path) -> None:
         """Copies the trunk weights of the `pdgen fit` checkpoint `path` into this module's trunk, by key.
 

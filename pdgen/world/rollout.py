@@ -9,6 +9,7 @@ still a function of the seed, and counts the dead end by the operation that hit 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pdgen.io import write_atomic
 from pdgen.scene.graph import SceneGraph
 from pdgen.scene.parser import parse
 from pdgen.scene.plan import StepGoal, plan
+from pdgen.trajectory import Plan, Sketch
 from pdgen.world.config import DEFAULT_WORLD, WorldConfig
 from pdgen.world.layout import LayoutError, WorldState
 from pdgen.world.places import with_places
@@ -34,6 +36,11 @@ class WorldStep:
     goal: StepGoal
     state: WorldState
     image: Image.Image
+
+
+def trajectory_steps(steps: Sequence[WorldStep]) -> list[Plan | Sketch]:
+    """A rollout as a trajectory's steps: each world step's plan (``ins``, ``des``), then its render."""
+    return [part for step in steps for part in (Plan(step.goal.ins, step.goal.des), Sketch(step.image))]
 
 
 def rollout(
