@@ -188,8 +188,8 @@ class PackedBatch:
         """Per-token sample / split / mode metadata for ``packed_attention``, on this batch's device: the
         one ``collate`` built, or (for a batch made another way) built now."""
         device = self.packed_position_ids.device
-        if self.attention is not None and self.attention.device == device:
-            return self.attention
+        if self.attention is not None:
+            return self.attention.to(device)  # itself, with its cached masks, when already there
         return PackedAttentionMeta.from_splits(self.sample_lens, self.split_lens, self.split_modes, device)
 
     def to(self, device: torch.device | str) -> PackedBatch:
