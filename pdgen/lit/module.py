@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
@@ -131,6 +132,19 @@ def build_trunk(trunk: str, attn_impl: str) -> BagelTrunk:
             f"model.trunk={trunk!r} is neither a checkpoint directory nor a preset: {err}"
         ) from None
     return BagelTrunk(config, attn_impl=attn_impl)
+
+
+DISTRIBUTED_ENV = (
+    "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK", "RANK", "GLOBAL_RANK", "LOCAL_RANK",
+    "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+)  # fmt: skip
+"""What Lightning's launcher tells the ranks of a run about their process group."""
+
+
+def _own_run_env() -> dict[str, str]:
+    """This process's environment without its process group: the child `pdgen fit` of a run on several
+    ranks would otherwise take itself for one of them and wait for peers that never come."""
+    return {name: value for name, value in os.environ.items() if name not in DISTRIBUTED_ENV}
 
 
 class ProcessDrivenModule(LightningModule):
@@ -240,7 +254,7 @@ class ProcessDrivenModule(LightningModule):
         options = [word for config in configs for word in ("-c", str(config))]
         command = f"pdgen fit {' '.join(options)}"
         log.warning("no checkpoint at %s: training it first with `%s`", init_from, command)
-        subprocess.run([sys.executable, "-m", "pdgen.cli", "fit", *options], check=True)
+        subprocess.run([sys.executable, "-m", "pdgen.cli", "fit", *options], check=True, env=_own_run_env())
         if not Path(init_from).is_file():
             raise ValueError(
                 f"`{command}` finished without writing model.init_from={init_from!r}: the config's "

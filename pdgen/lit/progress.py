@@ -12,8 +12,9 @@ the trainer has no progress bar:
 
 The metrics are the ones the module shows in the progress bar (`self.log(..., prog_bar=True)`): the
 training ones on each step line, the validation ones after each validation. Images per second count the
-images in the packs (`PackedBatch.vae_images`); the time left is the steps left at the last interval's
-pace, or what `trainer.max_time` leaves if that is sooner.
+images in the packs (`PackedBatch.vae_images`) of every rank: rank 0's count times the ranks, which read packs
+of the same token budget. The time left is the steps left at the last interval's pace, or what
+`trainer.max_time` leaves if that is sooner.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class ProgressLog(Callback):
         parts = [f"step {step}/{trainer.max_steps}" if trainer.max_steps > 0 else f"step {step}"]
         parts += _metrics(trainer, "train")
         if self._images:
-            parts.append(f"{self._images / seconds:.1f} images/s")
+            parts.append(f"{self._images * trainer.world_size / seconds:.1f} images/s")
         parts.append(f"{duration(now - self._started)} so far")
         if left := _time_left(trainer, step, seconds / steps):
             parts.append(f"about {duration(left)} left")

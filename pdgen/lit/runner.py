@@ -122,11 +122,16 @@ def nest_legacy_hparams(model: Namespace) -> None:
 
 
 def quiet_lightning() -> None:
-    """Drop two messages a pdgen user cannot act on, each matched exactly where it is emitted.
+    """Drop three messages a pdgen user cannot act on, each matched exactly where it is emitted.
 
     - Lightning's tip to install its cloud logging service (logged at INFO on every run without it).
     - torch's deprecation of `isinstance(treespec, LeafSpec)`: Lightning 2.6's own `_pytree` builds a
       `LeafSpec` for every data loader; only a Lightning release can change that.
+    - Lightning's advice, once per validation metric on a run of several ranks, to log it with
+      `sync_dist=True`. pdgen logs what rank 0 reads: which per-head metrics a rank logs depends on the
+      tokens of its packs, so a synced key that one rank lacks would leave the other waiting forever. A
+      subset's validation shards are read whole by every rank when they are fewer than the readers (the
+      embedded builds write one), so rank 0's figures are then the whole validation set's.
     """
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_the_litlogger_tip)
     warnings.filterwarnings(
@@ -134,6 +139,11 @@ def quiet_lightning() -> None:
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    warnings.filterwarnings(
+        "ignore",
+        message=r"It is recommended to use `self\.log\('val/",
+        module=r"lightning\.pytorch\.trainer\.connectors\.logger_connector\.result",
     )
 
 

@@ -8,6 +8,7 @@ import torch
 import yaml
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from world_packs import IN_THIS_PROCESS
 
 from pdgen.cli import main
 from pdgen.data.datamodules import MultiTurnDataModule
@@ -84,8 +85,9 @@ def test_fit_full_yaml_fast_dev_run_on_the_real_datamodule(tmp_path):
     options = {"subsets": data, "reader": {"num_workers": 0, "max_tokens": 1024}, "tokenizer": tokenizer}
     model = {"init_from": str(base / "last.ckpt"), "init_from_config": ["configs/base.yaml", str(base_toy)]}
     toy.write_text(yaml.safe_dump({"model": {"init_args": model}, "data": {"init_args": options}}))
-    main(["fit", "-c", "configs/full.yaml", "-c", str(toy), "--trainer.fast_dev_run", "true",
-          "--trainer.default_root_dir", str(tmp_path / "runs")])  # fmt: skip
+    runs = str(tmp_path / "runs")
+    main(["fit", "-c", "configs/full.yaml", "-c", str(toy), *IN_THIS_PROCESS,
+          "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", runs])  # fmt: skip
     built = [tmp_path / "mt", tmp_path / "conflict" / "symbolic", tmp_path / "alignment", base / "data"]
     assert all((root / "manifest.json").is_file() for root in built)
     assert (base / "last.ckpt").is_file()

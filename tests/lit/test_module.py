@@ -1,6 +1,7 @@
 """`ProcessDrivenModule` without a Trainer: the loss it optimises and what each fine-tuning option trains."""
 
 import copy
+import os
 
 import pytest
 import torch
@@ -217,16 +218,22 @@ def test_a_missing_init_from_is_trained_first_or_named(make_module, tmp_path, mo
     with pytest.raises(ValueError, match=r"base\.ckpt' does not exist.*init_from_config"):
         make_module(init_from=str(missing)).prepare_data()
 
-    ran = []
+    ran, envs = [], []
 
-    def fake_fit(command, check):  # the child `pdgen fit -c configs/base.yaml`, which writes the checkpoint
+    def fake_fit(command, check, env):  # the child `pdgen fit -c configs/base.yaml`: writes the checkpoint
         ran.append(command[-3:])
+        envs.append(env)
         missing.parent.mkdir(parents=True)
         _fit_checkpoint(make_module(), missing)
 
+    # Rank 0 of a run on two ranks: the child must start a run of its own, not join this one's group.
+    for name, value in {"LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "12910"}.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setattr(subprocess, "run", fake_fit)
     make_module(init_from=str(missing), init_from_config="configs/base.yaml").prepare_data()
     assert ran == [["fit", "-c", "configs/base.yaml"]] and missing.is_file()
+    [env] = envs
+    assert not {"LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT"} & set(env) and env["PATH"] == os.environ["PATH"]
 
 
 def test_lightning_moves_a_pack_to_the_device_with_its_own_to(world_packs) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from world_packs import FROM_SCRATCH
+from world_packs import FROM_SCRATCH, IN_THIS_PROCESS
 
 from pdgen.cli import main
 from pdgen.data.tokenizer import save_tokenizer
@@ -33,6 +33,7 @@ def checkpoint(world_packs, tmp_path_factory):
             "--data",
             "world_packs.WorldPacks",
             *FROM_SCRATCH,
+            *IN_THIS_PROCESS,
             "--model.init_args.schedule.warmup_steps",
             "1",
             "--trainer.max_steps",

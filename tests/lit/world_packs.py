@@ -105,10 +105,13 @@ def as_is(pack: PackedBatch) -> PackedBatch:
 
 FROM_SCRATCH = ["--model.init_args.init_from", "null", "--model.init_args.init_from_config", "null"]
 """The recipe without its base stage: these tests train on world packs from random weights."""
+IN_THIS_PROCESS = ["--trainer.strategy", "auto", "--trainer.devices", "1"]
+"""The recipe on one rank: its two (configs/full.yaml) would start this test process again as the second."""
 
 
 def fit_args(root, *extra) -> list[str]:
     """`pdgen fit` arguments: the shipped recipe on these world packs, quietly, writing under `root`."""
     return ["fit", "-c", "configs/full.yaml", *extra, "--data", "world_packs.WorldPacks",
-            *FROM_SCRATCH, "--model.init_args.schedule.warmup_steps", "1", "--trainer.logger", "false",
+            *FROM_SCRATCH, *IN_THIS_PROCESS, "--model.init_args.schedule.warmup_steps", "1",
+            "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)]  # fmt: skip
