@@ -54,7 +54,7 @@ def test_the_recipe_mixes_the_three_subsets_like_the_paper():
     assert printed["data"]["class_path"].endswith("MixtureDataModule")
     assert weights(printed) == {"multiturn": 4.0, "conflict": 1.0, "alignment": 1.0}
     assert printed["data"]["init_args"]["reader"]["plan_text"] == 0.5
-    assert subset(printed, "multiturn")["build"]["augment"] == 0.2
+    assert subset(printed, "multiturn")["build"]["augment"] == 0.0  # additive steps only (docs/results.md)
     assert subset(printed, "conflict")["from_ckpt"] == "runs/full/stage1/checkpoints/last.ckpt"
 
 
@@ -64,10 +64,12 @@ def test_the_recipe_mixes_the_three_subsets_like_the_paper():
         ("table5_no_augment", {"multiturn": 1.0, "conflict": 0.0, "alignment": 0.0}, 0.0, "stage1-noaug"),
         ("table5_no_augment_critique", {"multiturn": 4.0, "conflict": 1.0, "alignment": 1.0}, 0.0,
          "stage1-noaug"),
-        ("table6_symbolic", {"multiturn": 4.0, "conflict": 1.0, "alignment": 0.0}, 0.2, "symbolic"),
-        ("table7_multiturn_only", {"multiturn": 1.0, "conflict": 0.0, "alignment": 0.0}, 0.2, "stage1/"),
-        ("table7_with_conflict", {"multiturn": 4.0, "conflict": 1.0, "alignment": 0.0}, 0.2, "stage1/"),
-        ("table7_with_alignment", {"multiturn": 4.0, "conflict": 0.0, "alignment": 1.0}, 0.2, "stage1/"),
+        ("table5_augment", {"multiturn": 1.0, "conflict": 0.0, "alignment": 0.0}, 0.2, "stage1-aug"),
+        ("table5_augment_critique", {"multiturn": 4.0, "conflict": 1.0, "alignment": 1.0}, 0.2, "stage1-aug"),
+        ("table6_symbolic", {"multiturn": 4.0, "conflict": 1.0, "alignment": 0.0}, 0.0, "symbolic"),
+        ("table7_multiturn_only", {"multiturn": 1.0, "conflict": 0.0, "alignment": 0.0}, 0.0, "stage1/"),
+        ("table7_with_conflict", {"multiturn": 4.0, "conflict": 1.0, "alignment": 0.0}, 0.0, "stage1/"),
+        ("table7_with_alignment", {"multiturn": 4.0, "conflict": 0.0, "alignment": 1.0}, 0.0, "stage1/"),
     ],
 )  # fmt: skip
 def test_each_ablation_changes_its_row_and_keeps_the_rest(ablation, expected, augment, from_ckpt):
