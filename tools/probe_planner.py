@@ -3,11 +3,12 @@ teacher-forced, on ShapesEval's train and test prompts.
 
 For every prompt of a split, one world rollout (no augmentation) is packed as the process lays it out, images
 included, and the checkpoint predicts each token of the first object's ``<ins>`` ("Add a red circle at the
-top left.") from the true text before it. Only content words are scored, colours, classes and counts (the
-world draws places, so no planner can predict them):
+top left.") from the true text before it. Only content words are scored, colours, classes and counts (places
+follow from them in the default world, and are drawn at random in the others):
 
-- with two objects either may come first (the world's order is random), so when the planner starts with the
-  other object's first word, the probe reads a rollout in which the world adds that object first instead;
+- in a world whose order is random (``large``, ``all``) either of two objects may come first, so when the
+  planner starts with the other object's first word, the probe reads a rollout in which the world adds that
+  object first instead; the default world builds a prompt in its own order, so only its first object is right;
 - every content word must then be the true one: after "Add a red", the class the prompt gives red.
 
 A planner that copies scores the same on both splits; one that recalls its training prompts scores higher on

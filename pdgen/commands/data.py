@@ -47,7 +47,7 @@ def plan(
         augment: rewrite some steps into edit operations (recolor, replace, remove, move).
         seed: seeds the plan order, the augmentation and the layout.
         render: a folder for each step's world image (`step_NN.png`) and a strip of all steps (`strip.png`).
-        world: the world preset used with `--render` (default, large, all).
+        world: the world preset (default, large, all): its order of objects, and its images with `--render`.
     """
     from pdgen.scene.parser import parse as parse_prompt
     from pdgen.scene.plan import plan as make_plan
@@ -56,10 +56,11 @@ def plan(
 
     probability = 0.5 if augment else 0.0
     graph = parse_prompt(prompt)  # a prompt it cannot read, a class outside the world, no layout: UserErrors
+    config = WorldConfig.from_name(world)
     if render is None:
-        goals = make_plan(graph, seed, augment=probability)
+        goals = make_plan(graph, seed, probability, config.classes, shuffle=config.shuffles)
     else:
-        steps = rollout(graph, seed, WorldConfig.from_name(world), augment=probability)
+        steps = rollout(graph, seed, config, augment=probability)
         write_rollout(steps, render)
         goals = [s.goal for s in steps]
     return "\n".join(f"{i}. [{g.op}] <ins>{g.ins}</ins><des>{g.des}</des>" for i, g in enumerate(goals))
@@ -71,6 +72,7 @@ def build(
     out: Path | None = None,
     n: int | None = None,
     augment: bool = False,
+    free_prompts: float | None = None,
     seed: int = 0,
     world: str = "default",
     val_size: int = 64,
@@ -134,6 +136,9 @@ def build(
             edit).
         augment: let the planner rewrite steps into edits (recolor, replace, remove, move), probability 0.5
             (multiturn and alignment).
+        free_prompts: multiturn, conflict and alignment: the share of samples whose prompt is a random scene
+            graph no GenEval template writes (mixed colours, coloured counts and relations, three objects);
+            default 0.33.
         seed: the data seed; the same options give the same shards.
         world: the shapes world preset (default, large, all).
         val_size: held-out samples for validation.
@@ -167,6 +172,8 @@ def build(
     if editor == "flux-kontext":
         if subset != "multiturn":
             raise UserError(f"--editor flux-kontext builds the multiturn subset, not {subset}")
+        if free_prompts is not None:
+            raise UserError("--free_prompts draws shapes-world graphs; the real-image build reads --prompts")
         real = dict(
             parser=parser, judge=judge, prompts=prompts, flux_path=flux_path, device=device, dtype=dtype,
             offload=offload, steps=steps, size=size, batch_size=batch_size, base_url=base_url, model=model,
@@ -180,6 +187,11 @@ def build(
             "--parser, --judge, --num_shards and --shard_index are options of the real-image build "
             "(--editor flux-kontext); the world's builds parse, judge and run exactly in one process"
         )
+    if subset in ("base", "edit") and free_prompts is not None:
+        raise UserError(
+            f"--free_prompts is an option of the multiturn, conflict and alignment subsets, not {subset}"
+        )
+    free = {} if free_prompts is None else {"free_prompts": free_prompts}
     if subset != "conflict" and (from_ckpt is not None or tokenizer is not None):
         raise UserError(f"--from_ckpt and --tokenizer are options of the conflict subset, not of {subset}")
     augmentation = AUGMENT_FLAG if augment else 0.0
@@ -201,7 +213,7 @@ def build(
     elif subset == "multiturn":
         from pdgen.data.multiturn import MultiTurnSpec, build_multiturn
 
-        spec = MultiTurnSpec(n or 10_000, val_size, seed, world, augmentation, samples_per_shard)
+        spec = MultiTurnSpec(n or 10_000, val_size, seed, world, augmentation, samples_per_shard, **free)
         manifest = build_multiturn(out, spec, progress=True)
     elif subset == "conflict":
         from pdgen.data.conflict import ConflictSource, ConflictSpec, build_conflict
@@ -210,7 +222,7 @@ def build(
             raise UserError(f"--from_ckpt {from_ckpt} is not a file")
         if from_ckpt is not None and tokenizer is None:
             tokenizer = Path("data/multiturn/tokenizer")
-        conflict = ConflictSpec(n or 5000, val_size, seed, world, samples_per_shard=samples_per_shard)
+        conflict = ConflictSpec(n or 5000, val_size, seed, world, samples_per_shard=samples_per_shard, **free)
         source = ConflictSource(
             from_ckpt=None if from_ckpt is None else str(from_ckpt),
             tokenizer=None if tokenizer is None else str(tokenizer),
@@ -226,6 +238,7 @@ def build(
             world=world,
             augment=augmentation,
             samples_per_shard=samples_per_shard,
+            **free,
         )
         manifest = build_alignment(out, alignment, progress=True)
     shards = sum(len(entry["shards"]) for entry in manifest["splits"].values())

@@ -52,6 +52,7 @@ from PIL import Image
 
 from pdgen.console import counter
 from pdgen.data.subset_build import (
+    FREE_PROMPTS,
     VAL_OFFSET,
     Label,
     SampleSkipped,
@@ -61,6 +62,7 @@ from pdgen.data.subset_build import (
     world_config,
     write_labelled_splits,
 )
+from pdgen.errors import UserError
 from pdgen.judges.base import Judge
 from pdgen.judges.openai import ChatError
 from pdgen.judges.world import WorldJudge
@@ -371,6 +373,13 @@ class AlignmentSpec:
         negatives_per_positive: negatives per positive (2 in the paper).
         kinds: the perturbations negatives are drawn from.
         samples_per_shard: samples per webdataset shard.
+        free_prompts: share of samples whose prompt is a free scene graph (``MultiTurnSpec.free_prompts``):
+            with ``inspect_last`` off, relation negatives come only from them (a template's relation is
+            between its two objects, so its subject is the last step).
+        inspect_last: whether a negative may inspect the last step. A positive never can (the module
+            docstring), so where negatives can, an inspection of the last image is a negative verdict
+            before a word of it is read, and a model that inspects a right last image then invents a flaw;
+            without them the model learns to inspect only the steps where either verdict is possible.
     """
 
     num_samples: int = 15_000
@@ -381,10 +390,17 @@ class AlignmentSpec:
     negatives_per_positive: int = 2
     kinds: tuple[Kind, ...] = KINDS
     samples_per_shard: int = 500
+    free_prompts: float = FREE_PROMPTS
+    inspect_last: bool = False
 
     def __post_init__(self) -> None:
         counts = {"num_samples": 1, "val_size": 0, "negatives_per_positive": 0, "samples_per_shard": 1}
-        check_spec(self, counts, ("augment",))
+        check_spec(self, counts, ("augment", "free_prompts"))
+        if "relation" in self.kinds and not (self.inspect_last or self.free_prompts):
+            raise UserError(
+                "AlignmentSpec: relation negatives need free prompts (free_prompts > 0) or inspect_last: "
+                "a template's relation subject is its last step"
+            )
         object.__setattr__(self, "kinds", tuple(self.kinds))  # a list from a config file
         Perturbations(world_config(self.world), self.kinds)  # unknown kinds or world presets fail here
 
@@ -412,8 +428,9 @@ def alignment_samples(
 
     Sample ``number`` tries draws ``(seed, index, attempt)`` until one gives a sample of its label: a
     tag-uniform train prompt (as the multi-turn subset draws them), its rollout, the step to inspect (not
-    the background; for a positive, not the last), and for a negative a draft. Skipped draws are counted
-    in ``outcomes`` by reason; more than ``_DRAWS_PER_SAMPLE`` for one sample is a ValueError naming them.
+    the background; not the last, unless ``spec.inspect_last`` lets a negative), and for a negative a draft.
+    Skipped draws are counted in ``outcomes`` by reason; more than ``_DRAWS_PER_SAMPLE`` for one sample is a
+    ValueError naming them.
 
     Args:
         spec: what to build.
@@ -436,14 +453,15 @@ def alignment_samples(
         skipped: Counter[str] = Counter()
         for attempt in range(_DRAWS_PER_SAMPLE):
             rng = np.random.default_rng([spec.seed, start + number, attempt])
-            prompt = train_prompt(spec.world, rng)
+            prompt = train_prompt(spec.world, rng, spec.free_prompts)
             try:
                 steps = rollout(prompt, int(rng.integers(1 << 62)), config, augment=spec.augment)
             except ValueError:  # no layout of the prompt fits the grid
                 skipped["layout"] += 1
                 continue
-            # Step 0 is the empty background; a positive needs a step after it (see the module docstring).
-            last = len(steps) - (2 if label == "positive" else 1)
+            # Step 0 is the empty background; a positive needs a step after it (see the module docstring),
+            # and so does a negative unless the spec lets it inspect the last step.
+            last = len(steps) - (1 if label == "negative" and spec.inspect_last else 2)
             if last < 1:
                 skipped["no_step_to_inspect"] += 1
                 continue

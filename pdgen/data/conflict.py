@@ -69,6 +69,9 @@ class ConflictSpec:
             self-sampled ones are negative as often as the model errs.
         num_timesteps: flow steps per image when self-sampling (its images are not kept, only its plans).
         samples_per_shard: samples per webdataset shard.
+        free_prompts: share of samples whose prompt is a free scene graph (``MultiTurnSpec.free_prompts``).
+        inspect_last: whether a negative may inspect the last step, which a positive never can
+            (``pdgen.data.alignment.AlignmentSpec.inspect_last`` says why that is off by default).
     """
 
     num_samples: int = 5000
@@ -78,10 +81,14 @@ class ConflictSpec:
     negative_fraction: float = 0.55
     num_timesteps: int = 10
     samples_per_shard: int = 500
+    free_prompts: float = subset_build.FREE_PROMPTS
+    inspect_last: bool = False
 
     def __post_init__(self) -> None:
         subset_build.check_spec(
-            self, {"num_samples": 1, "val_size": 0, "samples_per_shard": 1}, ("negative_fraction",)
+            self,
+            {"num_samples": 1, "val_size": 0, "samples_per_shard": 1},
+            ("negative_fraction", "free_prompts"),
         )
 
     def to_dict(self, source: ConflictSource | None = None) -> dict[str, Any]:
@@ -144,14 +151,15 @@ def conflict_samples(
         for attempt in itertools.count():
             rng = np.random.default_rng([spec.seed, number, attempt])
             # a tag first, then a prompt of it, as every build
-            prompt = subset_build.train_prompt(spec.world, rng)
+            prompt = subset_build.train_prompt(spec.world, rng, spec.free_prompts)
             seed = int(rng.integers(1 << 62))
             if sampler is not None:
                 result = sampler.sample(prompt, seed)
             else:
                 try:
+                    world = subset_build.world_config(spec.world)
                     result = symbolic_sample(
-                        prompt, seed, subset_build.world_config(spec.world), negative, skipped=skipped
+                        prompt, seed, world, negative, skipped=skipped, inspect_last=spec.inspect_last
                     )
                 except subset_build.SampleSkipped as error:
                     failures[error.outcome] += 1
@@ -195,7 +203,8 @@ def build_conflict(
             source.from_ckpt, source.tokenizer, source.packing, num_timesteps=spec.num_timesteps,
             max_images=12,
         )  # fmt: skip
-        sampler = SelfSampler(plans, subset_build.world_config(spec.world))
+        world = subset_build.world_config(spec.world)
+        sampler = SelfSampler(plans, world, inspect_last=spec.inspect_last)
     log.info("building %d + %d %s conflict samples in %s", spec.num_samples, spec.val_size, source.mode, root)
     skipped: Counter[str] = Counter()
     bar = counter(spec.num_samples + spec.val_size, f"building {SUBSET} in {root}", "samples", progress)

@@ -165,8 +165,13 @@ def symbolic_sample(
     negative: bool,
     judge: StepJudge | None = None,
     skipped: Counter[str] | None = None,
+    inspect_last: bool = False,
 ) -> ConflictSample:
     """A symbolic sample for ``prompt``: a negative from a perturbed graph, or a positive at a random step.
+
+    A negative whose perturbed step is the last is skipped (``last_step``) unless ``inspect_last``: a
+    positive can never inspect the last step (below), so an inspection there would be a verdict given before
+    it is read (``pdgen.data.alignment.AlignmentSpec.inspect_last``).
 
     Negatives try the three perturbations in a random order and keep the first that gives a sample. Each
     try that gives none is added to ``skipped`` as ``"<label or perturbation>/<outcome>"``: in a 2x2 grid,
@@ -180,7 +185,7 @@ def symbolic_sample(
     rng = np.random.default_rng(seed)
     graph = parse(prompt)
     plan_seed = int(rng.integers(1 << 62))
-    goals = plan(graph, plan_seed, classes=world.classes)
+    goals = plan(graph, plan_seed, classes=world.classes, shuffle=world.shuffles)
     editor = WorldEditor(world, int(rng.integers(1 << 62)))
     if not negative:
         # The background is no step to inspect; nor the last one: after a positive inspection the order rule
@@ -204,15 +209,18 @@ def symbolic_sample(
         except ValueError as error:
             last = SampleSkipped("no_perturbation", str(error))
         else:
-            wrong = plan(wrong_graph, plan_seed, classes=world.classes)
+            wrong = plan(wrong_graph, plan_seed, classes=world.classes, shuffle=world.shuffles)
             # The same seed orders both plans alike, so they share every step before the perturbed object.
             k = next(i for i, (a, b) in enumerate(zip(goals, wrong, strict=True)) if a.graph != b.graph)
-            try:
-                return finish_sample(
-                    prompt, graph, goals[:k], wrong[k], goals[k].graph, goals[k + 1 :], judge, editor
-                )
-            except SampleSkipped as error:
-                last = error
+            if k == len(goals) - 1 and not inspect_last:
+                last = SampleSkipped("last_step", f"{kind} flaws the last step of {prompt!r}")
+            else:
+                try:
+                    return finish_sample(
+                        prompt, graph, goals[:k], wrong[k], goals[k].graph, goals[k + 1 :], judge, editor
+                    )
+                except SampleSkipped as error:
+                    last = error
         skipped[f"{kind}/{last.outcome}"] += 1
     assert last is not None
     raise last

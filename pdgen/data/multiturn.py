@@ -18,7 +18,10 @@ What is in this file, top to bottom:
 Prompts come from ShapesEval's *train* split (``shapes_eval_prompts("train")``, whose tuples never occur in
 the test split the model is evaluated on), with the split's own fixed seed so train and test stay disjoint
 whatever the data seed is. Each trajectory draws a tag uniformly, then a prompt of that tag
-(``pdgen.data.subset_build.train_prompt``).
+(``pdgen.data.subset_build.train_prompt``), or, with probability ``free_prompts``, the prompt of a free scene
+graph, one that no GenEval template writes (``pdgen.world.prompts.free_graph``: mixed colours, coloured counts
+and relations, three objects), so that a planner cannot learn which classes go together instead of reading
+the prompt.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class MultiTurnSpec:
         augment: probability that the planner rewrites a step into an edit (recolor, replace, remove, move).
         samples_per_shard: trajectories per webdataset shard. Readers (workers x ranks) split whole shards
             when there are at least as many shards as readers; otherwise each reads every shard.
+        free_prompts: share of trajectories whose prompt is a free scene graph (the module docstring).
     """
 
     num_trajectories: int = 10_000
@@ -66,10 +70,11 @@ class MultiTurnSpec:
     world: str = "default"
     augment: float = 0.0
     samples_per_shard: int = 500
+    free_prompts: float = subset_build.FREE_PROMPTS
 
     def __post_init__(self) -> None:
         subset_build.check_spec(
-            self, {"num_trajectories": 1, "val_size": 0, "samples_per_shard": 1}, ("augment",)
+            self, {"num_trajectories": 1, "val_size": 0, "samples_per_shard": 1}, ("augment", "free_prompts")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,7 +90,7 @@ def multiturn_trajectory(
     whose layout dead-ended before the rollout found one are added to ``dead_ends`` by operation.
     """
     rng = np.random.default_rng([spec.seed, index])
-    prompt = subset_build.train_prompt(spec.world, rng)
+    prompt = subset_build.train_prompt(spec.world, rng, spec.free_prompts)
     seed = int(rng.integers(1 << 62))
     steps = rollout(
         prompt, seed, subset_build.world_config(spec.world), augment=spec.augment, dead_ends=dead_ends

@@ -90,12 +90,15 @@ class SelfSampler:
         judge: judges each step against the prompt.
         positive_fraction: probability that a generation whose steps are all consistent gives a positive
             (the others are dropped, counted as ``consistent_dropped``, to keep the paper's balance).
+        inspect_last: whether a conflict in the generation's last step gives a negative (else it is dropped,
+            counted as ``last_step``): a positive never inspects the last step (``symbolic_sample``).
     """
 
     generate_plans: Callable[[str, int], list[tuple[str, str]] | None]
     world: WorldConfig
     judge: StepJudge = field(default_factory=WorldStepJudge)
     positive_fraction: float = 1.0
+    inspect_last: bool = False
     outcomes: Counter = field(default_factory=Counter, init=False)
     """Generations by what became of them: ``positive``, ``negative`` or why none was made."""
 
@@ -129,6 +132,8 @@ class SelfSampler:
                     "unrealizable_step", f"step {len(goals)} {ins!r} is not one added instance"
                 )
             if not self.judge.check_step(graph, goal).verdict.ok:
+                if len(goals) == len(steps) - 1 and not self.inspect_last:
+                    raise SampleSkipped("last_step", f"the conflict is in the last step, {ins!r}")
                 return self._finish(prompt, graph, goals, goal, rng)
             goals.append(goal)
             scene = after

@@ -7,7 +7,8 @@ have in common lives here:
 - ``check_spec``: the checks every build spec makes (counts, probabilities, the world preset);
 - ``world_config`` and ``train_prompt``: the world preset, and a ShapesEval *train* prompt drawn as every
   build draws one: a tag uniformly, then a prompt of it (GenEval scores the mean of tag means, and the
-  enumeration is dominated by ``color_attr``, 756 of 832 prompts);
+  enumeration is dominated by ``color_attr``, 756 of 832 prompts); or, as often as a build asks, a free
+  graph's prompt (``pdgen.world.prompts.free_graph``);
 - ``VAL_OFFSET`` and ``split_indexes``: validation samples are numbered from 2**40, so a validation sample
   never shares a seed with a training one;
 - ``write_splits`` (and ``write_labelled_splits`` for the subsets with positives and negatives): the train
@@ -35,7 +36,7 @@ from pdgen.data.tokenizer import save_tokenizer, train_tokenizer
 from pdgen.errors import UserError
 from pdgen.trajectory import Trajectory
 from pdgen.world.config import WorldConfig
-from pdgen.world.prompts import shapes_eval_prompts
+from pdgen.world.prompts import free_graph, shapes_eval_prompts
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ TOKENIZER_VOCAB = 1024
 """Size of the embedded tokenizer; the ``tiny`` trunk's embedding has exactly this many rows."""
 VAL_OFFSET = 1 << 40
 """Validation samples are numbered from here, so they never share a seed with a training one."""
+FREE_PROMPTS = 0.33
+"""The multi-turn, conflict and alignment builds' share of free prompts (``train_prompt``'s ``free``)."""
 _PROMPT_SPLIT_SEED = 0
 """ShapesEval's split seed: the train/test split the evaluation uses (``shapes_eval_prompts``'s default)."""
 
@@ -87,8 +90,15 @@ def train_prompts_by_tag(world: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(row["prompt"] for row in rows if row["tag"] == tag) for tag in tags)
 
 
-def train_prompt(world: str, rng: np.random.Generator) -> str:
-    """A train prompt of ``world``: a tag drawn uniformly, then a prompt of that tag (two draws of rng)."""
+def train_prompt(world: str, rng: np.random.Generator, free: float = 0.0) -> str:
+    """A train prompt of ``world``: a tag drawn uniformly, then a prompt of that tag (two draws of rng).
+
+    With probability ``free``, a free graph's prompt instead (``free_graph``: no template, so neither
+    split's). The coin is drawn only when ``free`` is above 0, so builds without free prompts keep their
+    draws, and their bytes.
+    """
+    if free > 0 and rng.random() < free:
+        return "a photo of " + free_graph(rng, world_config(world)).describe()
     groups = train_prompts_by_tag(world)
     group = groups[int(rng.integers(len(groups)))]
     return group[int(rng.integers(len(group)))]

@@ -40,6 +40,8 @@ class WorldEditor:
     def __init__(self, config: WorldConfig = DEFAULT_WORLD, seed: int | np.random.Generator = 0) -> None:
         self.config = config
         self.rng = np.random.default_rng(seed)
+        self.first_cell: int | None = 0 if config.order == "canonical" else None
+        """Where a ``canonical`` world reads for a free cell from; None: a random one (`layout.place`)."""
 
     def edit(self, image: Image.Image | None, before: WorldState, goal: StepGoal) -> Image.Image:
         """Render the world after `goal` (the pixels of `image` are not needed: the state is exact)."""
@@ -100,7 +102,8 @@ class WorldEditor:
         return state.instances[siblings[0]].color if siblings else str(self.rng.choice(COLORS))
 
     def _place(self, state: WorldState, target: SceneObject, goal: StepGoal, color: str) -> WorldState:
-        box, cell = place(state, _constraints(state, target.key, goal), self.rng, self.config)
+        constraints = _constraints(state, target.key, goal)
+        box, cell = place(state, constraints, self.rng, self.config, self.first_cell)
         return state.with_instances([*state.instances, Placed(target.name, color, target.color, box, cell)])
 
     def _exchange(self, state: WorldState, index: int, goal: StepGoal) -> WorldState:

@@ -78,7 +78,7 @@ class WorldPlanner:
                 f"the world planner cannot plan {prompt!r}: it names {missing}, not in the world's classes "
                 f"{self.config.classes}"
             )
-        goals = plan(graph, seed, augment=self.augment, classes=self.config.classes)
+        goals = plan(graph, seed, self.augment, self.config.classes, shuffle=self.config.shuffles)
         return [Plan(goal.ins, goal.des) for goal in goals]
 
 

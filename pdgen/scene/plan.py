@@ -2,11 +2,11 @@
 
 Subgraph expansion, as the paper builds its multi-turn data: a background step first, then one object
 instance per step; anchors (objects that are nobody's subject) and the objects related to them come in a
-random order in which an object is added only after every instance of its reference exists. Each step
-carries the incremental instruction (`ins`, the `<ins>` text) and the description of the whole scene
-after it (`des`, the `<des>` text, written by `pdgen.scene.describe.describe_scene`). Without
-augmentation every step's graph is a subgraph of the next and the last equals the prompt's graph (indexes
-included).
+random order (or, with ``shuffle=False``, the prompt's) in which an object is added only after every
+instance of its reference exists. Each step carries the incremental instruction (`ins`, the `<ins>` text)
+and the description of the whole scene after it (`des`, the `<des>` text, written by
+`pdgen.scene.describe.describe_scene`). Without augmentation every step's graph is a subgraph of the next and
+the last equals the prompt's graph (indexes included).
 
 `augment` rewrites some steps into richer edit operations that still end at the prompt's graph:
 - `recolor`  (modify attribute): the object is first added in a wrong colour, later recoloured;
@@ -85,6 +85,7 @@ def plan(
     augment: float = 0.0,
     classes: Sequence[str] | None = None,
     background: str = BACKGROUND,
+    shuffle: bool = True,
 ) -> list[StepGoal]:
     """Order the graph's construction into steps (see the module docstring).
 
@@ -94,6 +95,8 @@ def plan(
         augment: probability that an eligible step is rewritten into an edit operation (0 = none).
         classes: pool for wrong classes and distractors.
         background: the background's colour word, used in the texts.
+        shuffle: add the objects that are ready (their references placed) in a random order; False adds
+            them in the prompt's order, so a prompt fixes its plan.
     """
     rng = np.random.default_rng(rng)
     if not 0.0 <= augment <= 1.0:
@@ -110,7 +113,7 @@ def plan(
         ready = [
             i for i in remaining if all(r.object not in remaining for r in graph.relations if r.subject == i)
         ]
-        slot = ready[rng.integers(len(ready))]
+        slot = ready[rng.integers(len(ready))] if shuffle else ready[0]
         actions.extend(("add", slot) for _ in range(remaining.pop(slot)))
 
     # 2. Augmentation: rewrite some first additions; each fix goes to a random later position.

@@ -19,6 +19,9 @@ from dataclasses import dataclass, replace
 from pdgen.errors import UserError
 from pdgen.scene.vocabulary import SHAPE_CLASSES
 
+ORDERS = ("canonical", "random")
+"""How a prompt is built: the order of its objects and the cells they go to (``WorldConfig.order``)."""
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -42,6 +45,13 @@ class WorldConfig:
         supersample: drawing resolution factor; downsampling by area averaging anti-aliases edges.
         name_places: plans name where each object goes (`pdgen.world.places`): the instruction the cell of
             what it adds or moves, the description every object's colour and cell.
+        order: how a prompt is built. ``canonical``: objects are added in the prompt's order (each once its
+            references exist), each in the first free cell in reading order where its relations hold (a
+            layout that dead-ends starts reading one cell later, `pdgen.world.layout.place`), so a prompt
+            fixes its plan and its layout, and a planner can learn them exactly. ``random``: a random order
+            and any free cell where the relations hold, a richer world for models that sample; there the
+            planner's best guess is the most frequent cell, which greedy decoding then writes even where it
+            is taken or breaks a relation (docs/results.md).
     """
 
     size: int = 32
@@ -53,6 +63,7 @@ class WorldConfig:
     margin: float = 0.1
     supersample: int = 4
     name_places: bool = True
+    order: str = "canonical"
 
     def __post_init__(self) -> None:
         if not 32 <= self.size <= 128:
@@ -64,8 +75,16 @@ class WorldConfig:
             raise ValueError(
                 f"WorldConfig.classes {self.classes}: unknown {unknown}; shapes are {SHAPE_CLASSES}"
             )
+        if self.order not in ORDERS:
+            raise ValueError(f"WorldConfig.order must be one of {ORDERS}, got {self.order!r}")
         if not 0.3 <= self.object_scale * (1 + self.size_jitter) <= 0.85:
             raise ValueError("WorldConfig.object_scale must leave a gap between neighbouring objects")
+
+    @property
+    def shuffles(self) -> bool:
+        """Whether plans add the objects that are ready in a random order (`pdgen.scene.plan.plan`'s
+        ``shuffle``), not the prompt's: a ``random`` world's."""
+        return self.order == "random"
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> WorldConfig:
@@ -78,7 +97,9 @@ class WorldConfig:
 DEFAULT_WORLD = WorldConfig()
 """The default world, as a shared default argument."""
 
-_JITTERED_64PX = dict(size=64, grid=3, object_scale=0.66, size_jitter=0.08, position_jitter=0.6)
+_JITTERED_64PX = dict(
+    size=64, grid=3, object_scale=0.66, size_jitter=0.08, position_jitter=0.6, order="random"
+)
 """The geometry of the former default world, kept by ``large`` and ``all``."""
 
 PRESETS: dict[str, WorldConfig] = {

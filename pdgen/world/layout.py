@@ -92,10 +92,21 @@ def satisfies(box: Box, constraints: Sequence[Constraint], threshold: float, exc
 
 
 def place(
-    state: WorldState, constraints: Sequence[Constraint], rng: np.random.Generator, config: WorldConfig
+    state: WorldState,
+    constraints: Sequence[Constraint],
+    rng: np.random.Generator,
+    config: WorldConfig,
+    first_cell: int | None = None,
 ) -> tuple[Box, tuple[int, int]]:
-    """A box and cell for one more object: a random free cell where all constraints hold with margin,
-    preferring cells where each relation is the only one (straight left, not diagonally left-above).
+    """A box and cell for one more object: a free cell where all constraints hold with margin, preferring
+    cells where each relation is the only one (straight left, not diagonally left-above).
+
+    Which free cell: any, at random, or, given ``first_cell``, the first in reading order from that cell
+    number on (wrapping around), as a ``canonical`` world places objects (``WorldConfig.order``). Reading
+    from the first cell, the reference of "above" lands in the top row, where nothing can go above it; a
+    rollout whose layout dead-ends so tries again reading from the next cell, until the reference lands
+    where its relations fit (`pdgen.world.rollout.rollout`). So the layout is still a function of the
+    prompt and the plan's order.
 
     Raises:
         LayoutError: if every cell is taken or none satisfies the constraints.
@@ -107,7 +118,13 @@ def place(
             f"all {config.grid * config.grid} cells of the {config.grid}x{config.grid} grid are taken"
         )
     threshold = 0.1 + config.margin
-    order = rng.permutation(len(free))
+    if first_cell is None:
+        order = rng.permutation(len(free))
+    else:
+        cells = config.grid * config.grid
+        order = sorted(
+            range(len(free)), key=lambda i: (free[i][0] * config.grid + free[i][1] - first_cell) % cells
+        )
     for exclusive in (True, False) if constraints else (False,):
         for index in order:
             cell = free[index]

@@ -99,3 +99,39 @@ def shapes_eval_prompts(
         pick = np.random.default_rng([seed, t, SPLITS.index(split)]).permutation(len(chosen))[:per_tag]
         rows += [metadata_row(chosen[i]) for i in sorted(pick)]
     return rows
+
+
+FREE_PROMPT_OBJECTS = 3
+"""The most distinct classes a free graph (`free_graph`) names."""
+
+
+def free_graph(rng: np.random.Generator, config: WorldConfig = DEFAULT_WORLD) -> SceneGraph:
+    """A random scene graph that fits none of GenEval's six templates: a prompt of neither split.
+
+    GenEval's templates tie a prompt's wording to its tag: an uncoloured pair is always ``two_object``, a
+    pair with two colours always ``color_attr``, a count never has a colour. With the default world's three
+    classes, a tag's train prompts then give each class the same partner (every uncoloured train prompt that
+    names a triangle also names a circle), and a planner learns the partner instead of reading the prompt.
+    The paper builds its multi-turn prompts by subsampling richer scene graphs; free graphs are that here:
+    one to three classes, each coloured or not (a coin each), one more instance of one of them while a coin
+    says so and a cell is free, and, between the first two when they are single, a relation half of the
+    time (with a third object after them, the relation is not the last step: the reasoning subsets inspect
+    only steps before the last). Reading the prompt is then the only rule that fits every trajectory. A draw
+    that fits a template is drawn again, so no free graph is a ShapesEval prompt of either split
+    (`split_key`'s tuples carry the tag).
+    """
+    cells = config.grid**2
+    while True:
+        k = int(rng.integers(1, min(FREE_PROMPT_OBJECTS, len(config.classes), cells) + 1))
+        names = [str(name) for name in rng.choice(config.classes, size=k, replace=False)]
+        colors = [str(rng.choice(COLORS)) if rng.random() < 0.5 else None for _ in names]
+        counts = [1] * k
+        while sum(counts) < cells and rng.random() < 0.5:
+            counts[int(rng.integers(k))] += 1
+        objects = tuple(map(SceneObject, names, counts, colors))
+        relations: tuple[Relation, ...] = ()
+        if k > 1 and counts[:2] == [1, 1] and rng.random() < 0.5:
+            relations = (Relation(1, str(rng.choice(RELATIONS)), 0),)
+        graph = SceneGraph(objects, relations)
+        if graph.tag is None:
+            return graph

@@ -2,8 +2,11 @@
 
 This is what builds training trajectories: plan the graph (`pdgen.scene.plan`), apply each step with the
 world editor, render each state. A layout can dead-end (every cell that satisfies a relation already
-taken, or every cell, in a 2x2 grid); the rollout then re-plans with the same generator, so the result is
-still a function of the seed, and counts the dead end by the operation that hit it (``dead_ends``).
+taken, or every cell, in a 2x2 grid); the rollout then re-plans with the same generator, and a world that
+places objects in reading order (``WorldConfig.order``) starts reading one cell later; a layout that no
+starting cell finds (the reference of a relation with several instances: "a square left of two circles"
+needs both circles in one column) falls back to random cells. So the result is still a function of the
+seed, and the rollout counts each dead end by the operation that hit it (``dead_ends``).
 """
 
 from __future__ import annotations
@@ -72,8 +75,10 @@ def rollout(
         )
     rng = np.random.default_rng(seed)
     editor = WorldEditor(config, rng)
-    for _ in range(attempts):
-        goals = plan(graph, rng, augment=augment, classes=config.classes)
+    for attempt in range(attempts):
+        goals = plan(graph, rng, augment, config.classes, shuffle=config.shuffles)
+        if editor.first_cell is not None:
+            editor.first_cell = attempt if attempt < config.grid**2 else None
         state, steps = WorldState(), []
         try:
             for goal in goals:

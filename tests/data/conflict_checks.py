@@ -1,11 +1,11 @@
-"""The world judge's checks of a conflict sample, shared by the symbolic and the self-sampled tests."""
+"""The world judge's checks of a conflict sample, shared by the symbolic, self-sampled and alignment tests."""
 
 from pdgen.judges.world import WorldJudge
 from pdgen.scene.describe import describe_scene
 from pdgen.scene.graph import NATURAL_PREDICATE, SceneGraph
 from pdgen.scene.parser import parse
 from pdgen.scene.plan import StepGoal
-from pdgen.trajectory import Inspect, Refine
+from pdgen.trajectory import Inspect, Plan, Refine
 from pdgen.world.config import WorldConfig
 
 WORLD = WorldConfig()
@@ -15,6 +15,12 @@ def goal(text: str, op: str = "add") -> StepGoal:
     """A step whose scene is ``text`` (the judge reads only the graph)."""
     graph = parse(text) if text else SceneGraph()
     return StepGoal(op, f"Step to {text}.", describe_scene(graph), graph)
+
+
+def inspects_the_last_step(trajectory) -> bool:
+    """Whether the trajectory's inspection is of its last step: no Plan after it (a Refine is no Plan)."""
+    i = next(k for k, step in enumerate(trajectory.steps) if isinstance(step, Inspect))
+    return not any(isinstance(step, Plan) for step in trajectory.steps[i + 1 :])
 
 
 def check_with_world_judge(sample, world: WorldConfig = WORLD) -> None:

@@ -1,7 +1,9 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from conflict_checks import inspects_the_last_step
 
 from pdgen.data.alignment import (
     KINDS,
@@ -51,8 +53,16 @@ def test_negatives_name_the_actual_violation_and_positives_have_none(samples):
             fix = steps[s.inspected + 2]
             assert isinstance(fix, Refine) and fix.plan == Plan(verdict.refine, s.goal.des)
             assert judge.check_image(fix.image, s.goal).ok  # the corrected image is the step's own
+            assert not inspects_the_last_step(s.trajectory)  # nor is a negative's step the last
         answer = judge_detections(judge.detector.detect(s.trajectory.answer), parse(s.trajectory.prompt))
         assert answer.ok, answer  # every sample goes on to its prompt's answer
+
+
+def test_negatives_inspect_the_last_step_only_when_asked():
+    def at_last(spec):
+        return [s for s in alignment_samples(spec) if inspects_the_last_step(s.trajectory)]
+
+    assert not at_last(SMALL) and at_last(replace(SMALL, inspect_last=True))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -10,6 +10,8 @@ from pdgen.data.multiturn import MultiTurnSpec, build_multiturn, multiturn_traje
 from pdgen.data.shards import ShardSource, read_manifest, split_shards
 from pdgen.data.subset_build import TOKENIZER_VOCAB
 from pdgen.data.tokenizer import SpecialTokenIds, load_tokenizer
+from pdgen.scene.describe import read_scene, strip_places
+from pdgen.scene.parser import parse
 from pdgen.trajectory import Plan, Sketch
 from pdgen.world.prompts import shapes_eval_prompts
 
@@ -40,6 +42,20 @@ def test_prompts_come_from_the_train_split_only():
     assert prompts and not prompts & test_prompts
 
 
+def test_free_prompts_are_in_neither_split_and_read_back_to_their_scene():
+    rows = shapes_eval_prompts("test", per_tag=1 << 30) + shapes_eval_prompts("train", per_tag=1 << 30)
+    spec = MultiTurnSpec(num_trajectories=60, free_prompts=0.5)
+    prompts = [t.prompt for t in multiturn_trajectories(spec)]
+    free = [p for p in prompts if parse(p).tag is None]  # a template's prompt has a tag
+    assert 15 <= len(free) <= 45 and not set(free) & {row["prompt"] for row in rows}
+    # the last plan of a free trajectory describes the prompt's scene, as for a template's prompt
+    trajectory = next(t for t in multiturn_trajectories(spec) if t.prompt == free[0])
+    assert read_scene(strip_places(trajectory.steps[-2].des)) == parse(free[0])
+    # without free prompts every prompt is a template's
+    templates = MultiTurnSpec(num_trajectories=30, free_prompts=0.0)
+    assert all(parse(t.prompt).tag for t in multiturn_trajectories(templates))
+
+
 def test_augmentation_adds_edit_steps():
     def steps(augment):
         return sum(len(t.steps) for t in multiturn_trajectories(MultiTurnSpec(20, augment=augment)))
@@ -50,6 +66,8 @@ def test_augmentation_adds_edit_steps():
 def test_spec_checks_its_values():
     with pytest.raises(ValueError, match="augment is a probability"):
         MultiTurnSpec(augment=2.0)
+    with pytest.raises(ValueError, match="free_prompts is a probability"):
+        MultiTurnSpec(free_prompts=-0.1)
     with pytest.raises(ValueError, match="unknown world preset 'huge'"):
         MultiTurnSpec(world="huge")
 
@@ -99,3 +117,7 @@ def test_the_build_command(tmp_path, capsys):
     assert manifest["spec"]["augment"] == multiturn.AUGMENT_FLAG
     with pytest.raises(SystemExit, match="already holds a shard set"):
         main(["data", "build", "multiturn", "--out", str(out), "--n", "6"])
+    main(["data", "build", "multiturn", "--out", str(tmp_path / "free"), "--n", "6", "--free_prompts", "0.5"])
+    assert read_manifest(tmp_path / "free")["spec"]["free_prompts"] == 0.5
+    with pytest.raises(SystemExit, match="--free_prompts is an option of the multiturn, conflict and"):
+        main(["data", "build", "base", "--out", str(tmp_path / "base"), "--free_prompts", "0.5"])

@@ -7,7 +7,7 @@ import lightning
 import numpy as np
 import pytest
 import torch
-from conflict_checks import WORLD, check_with_world_judge
+from conflict_checks import WORLD, check_with_world_judge, inspects_the_last_step
 
 from pdgen.data.conflict import ConflictSource, ConflictSpec, build_conflict, conflict_samples
 from pdgen.data.conflict_sample import perturb
@@ -77,7 +77,7 @@ def test_self_sampled_samples_have_valid_verdicts_and_name_their_violation(
     )  # fmt: skip
     spec = ConflictSpec(num_samples=4, val_size=1, world="large", samples_per_shard=2)
     source = ConflictSource(from_ckpt=str(checkpoint), tokenizer=str(tokenizer))
-    manifest = build_conflict(tmp_path, spec, source, sampler=SelfSampler(plans, LARGE))
+    manifest = build_conflict(tmp_path, spec, source, sampler=SelfSampler(plans, LARGE, inspect_last=True))
     assert manifest["mode"] == "self-sampled"
     stats = manifest["stats"]
     assert stats["total_samples"] == 4 and stats["positive_samples"] + stats["negative_samples"] == 4
@@ -91,7 +91,12 @@ def test_self_sampled_samples_have_valid_verdicts_and_name_their_violation(
         (inspection,) = [s for s in trajectory.steps if isinstance(s, Inspect)]
         assert ("conflicts with the prompt" in inspection.text) == (inspection.refine is not None)
     # The same samples, with their world goals, pass the world judge's checks.
-    again = conflict_samples(spec, sampler=SelfSampler(plans, LARGE))
+    again = conflict_samples(spec, sampler=SelfSampler(plans, LARGE, inspect_last=True))
     for sample in again:
         check_with_world_judge(sample, LARGE)
+    # By default a conflict in the generation's last step gives no sample, and is counted.
+    strict = SelfSampler(plans, LARGE)
+    written = list(conflict_samples(spec, sampler=strict))
+    assert written and not any(inspects_the_last_step(sample.trajectory) for sample in written)
+    assert strict.outcomes["last_step"] > 0
     assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()

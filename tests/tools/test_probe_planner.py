@@ -1,13 +1,14 @@
 """tools/probe_planner.py: which first plans count as copying the prompt.
 
 A fixed answer stands in for the planner (the probe's forward pass is the trunk's, tested elsewhere): what is
-tested is the rule, in particular that a planner may start with either object of two.
+tested is the rule, in particular that in a world that builds prompts in a random order a planner may start
+with either object of two, and in the default world (one order, the prompt's) only with the first.
 """
 
 import pytest
 from toolkit import imported_tool
 
-from pdgen.world.config import DEFAULT_WORLD
+from pdgen.world.config import DEFAULT_WORLD, WorldConfig
 
 TWO = "a photo of a red circle and a blue square"
 
@@ -26,8 +27,8 @@ def planner_writing(probe, monkeypatch, words: list[str]) -> None:
     monkeypatch.setattr(probe, "first_plan_words", first_plan_words)
 
 
-def right(probe, prompt: str) -> bool:
-    return probe.first_object_right(None, None, prompt, 0, DEFAULT_WORLD)
+def right(probe, prompt: str, world: WorldConfig = DEFAULT_WORLD) -> bool:
+    return probe.first_object_right(None, None, prompt, 0, world)
 
 
 def test_the_content_words_of_a_plan_leave_its_place_out(probe):
@@ -36,9 +37,16 @@ def test_the_content_words_of_a_plan_leave_its_place_out(probe):
 
 
 @pytest.mark.parametrize("words", [["red", "circle"], ["blue", "square"]])
-def test_either_object_of_two_may_come_first(probe, monkeypatch, words):
+def test_either_object_of_two_may_come_first_in_a_random_world(probe, monkeypatch, words):
     planner_writing(probe, monkeypatch, words)
+    assert right(probe, TWO, WorldConfig(order="random"))
+
+
+def test_the_prompts_first_object_comes_first_in_the_default_world(probe, monkeypatch):
+    planner_writing(probe, monkeypatch, ["red", "circle"])
     assert right(probe, TWO)
+    planner_writing(probe, monkeypatch, ["blue", "square"])
+    assert not right(probe, TWO)
 
 
 @pytest.mark.parametrize("words", [["blue", "circle"], ["green", "square"], ["red"]])

@@ -16,10 +16,14 @@ def test_render_is_deterministic_per_seed_and_sized():
         b = rollout("a red circle left of a blue square", 5, config)[-1].image
         assert a.size == (size, size) and a.mode == "RGB"
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    c = rollout("a red circle left of a blue square", 6)[-1].image
+    prompt = "a red circle left of a blue square"
+    random_order = WorldConfig(order="random")
     assert not np.array_equal(
-        np.asarray(c), np.asarray(rollout("a red circle left of a blue square", 5)[-1].image)
+        np.asarray(rollout(prompt, 6, random_order)[-1].image),
+        np.asarray(rollout(prompt, 5, random_order)[-1].image),
     )
+    # the default world's canonical order: a prompt that names every colour fixes its image, whatever the seed
+    assert np.array_equal(np.asarray(rollout(prompt, 6)[-1].image), np.asarray(rollout(prompt, 5)[-1].image))
 
 
 def test_render_is_anti_aliased_and_uses_the_palette():
@@ -35,5 +39,7 @@ def test_config_checks_its_values():
         WorldConfig(size=16)
     with pytest.raises(ValueError, match="unknown"):
         WorldConfig(classes=("circle", "dog"))
+    with pytest.raises(ValueError, match="WorldConfig.order must be one of"):
+        WorldConfig(order="sorted")
     assert WorldConfig.from_name("all").classes == SHAPE_CLASSES
     assert len(PALETTE) == len(COLORS) == 10

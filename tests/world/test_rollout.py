@@ -12,7 +12,8 @@ LARGE = WorldConfig.from_name("large")  # 64 px, with a star
 
 
 def test_rollout_builds_the_prompt_step_by_step_without_moving_objects():
-    steps = rollout("a blue square to the left of two red circles", 3)
+    # no reading order lays this out (both circles must share the right column): random cells do
+    steps = rollout("a blue square to the left of two red circles", 0)
     assert [s.goal.op for s in steps] == ["background", "add", "add", "add"]
     assert [len(s.state.instances) for s in steps] == [0, 1, 2, 3]
     for before, after in zip(steps, steps[1:], strict=False):
@@ -30,6 +31,32 @@ def test_augmented_rollouts_end_in_the_prompt_state():
         assert final == [("circle", "red"), ("square", "blue")]
         red, blue = sorted(steps[-1].state.instances, key=lambda p: p.name)
         assert "above" in relative_position(red.box, blue.box)
+
+
+def test_the_default_world_builds_a_prompt_one_way_and_a_random_world_many():
+    def layouts(prompt, config=None):
+        config = config or WorldConfig()
+        return {tuple((s.goal.ins, s.state.instances[-1].cell) for s in rollout(prompt, seed, config)[1:])
+                for seed in range(8)}  # fmt: skip
+
+    # canonical: the prompt's order, each object in the first free cell (reading order) where it fits
+    assert layouts("a photo of a red circle and a blue square") == {
+        (("Add a red circle at the top left.", (0, 0)), ("Add a blue square at the top right.", (0, 1)))
+    }
+    # "above" has no room over the top row: the reference goes to the first cell that leaves some
+    assert layouts("a photo of a red circle above a blue square") == {
+        (
+            ("Add a blue square at the bottom left.", (1, 0)),
+            ("Add a red circle above the blue square, at the top left.", (0, 0)),
+        )
+    }
+    assert [cell for _, cell in layouts("a photo of four red circles").pop()] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
+    assert len(layouts("a photo of a red circle above a blue square", WorldConfig(order="random"))) > 1
 
 
 def test_uncoloured_instances_share_a_colour():
