@@ -333,7 +333,14 @@ def _load_detector(spec: str) -> Any:
     cls = getattr(module, class_name, None)
     if cls is None:
         raise UserError(f"--detector {spec}: module {module_name!r} has no {class_name!r}")
-    backend = cls()
+    if not isinstance(cls, type):
+        raise UserError(f"--detector {spec}: {class_name} is a {type(cls).__name__}, not a class")
+    try:
+        backend = cls()
+    except TypeError as error:  # a constructor that wants arguments
+        raise UserError(
+            f"--detector {spec}: {class_name}() failed ({error}); the back end is built with no arguments"
+        ) from error
     missing_methods = [
         name for name in ("detect", "classify_colors") if not callable(getattr(backend, name, None))
     ]

@@ -109,6 +109,11 @@ def test_geneval_with_a_detector_back_end(capsys, predictions, monkeypatch, tmp_
         ("pdgen_missing_backend.detect:Mask2Former", "cannot import 'pdgen_missing_backend.detect'"),
         ("pdgen.world.detect:Nothing", "has no 'Nothing'"),
         ("pdgen.eval.geneval:ScoringOptions", "ScoringOptions lacks detect, classify_colors"),
+        ("pdgen.world.config:DEFAULT_WORLD", "DEFAULT_WORLD is a WorldConfig, not a class"),
+        (
+            "pdgen.eval.geneval:Detection",
+            r"Detection\(\) failed \(.*\); the back end is built with no arguments",
+        ),
     ],
 )
 def test_geneval_detector_errors_name_what_is_missing(spec, message, predictions) -> None:
