@@ -146,6 +146,7 @@ def conflict_samples(
     wanted = spec.num_samples if split == "train" else spec.val_size
     start = 0 if split == "train" else subset_build.VAL_OFFSET
     failures: Counter = Counter()
+    world = subset_build.world_config(spec.world)
     for number in range(start, start + wanted):
         negative = bool(np.random.default_rng([spec.seed, number]).random() < spec.negative_fraction)
         for attempt in itertools.count():
@@ -157,7 +158,6 @@ def conflict_samples(
                 result = sampler.sample(prompt, seed)
             else:
                 try:
-                    world = subset_build.world_config(spec.world)
                     result = symbolic_sample(
                         prompt, seed, world, negative, skipped=skipped, inspect_last=spec.inspect_last
                     )

@@ -40,7 +40,7 @@ class WorldEditor:
     def __init__(self, config: WorldConfig = DEFAULT_WORLD, seed: int | np.random.Generator = 0) -> None:
         self.config = config
         self.rng = np.random.default_rng(seed)
-        self.first_cell: int | None = 0 if config.order == "canonical" else None
+        self.first_cell: int | None = None if config.shuffles else 0
         """Where a ``canonical`` world reads for a free cell from; None: a random one (`layout.place`)."""
 
     def edit(self, image: Image.Image | None, before: WorldState, goal: StepGoal) -> Image.Image:
