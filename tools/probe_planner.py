@@ -1,9 +1,9 @@
-"""Does the planner copy the prompt's objects, or recall the training prompts? The first object's plan,
+"""Does the planner copy the prompt's objects, or recall the training prompts? Every object's plan,
 teacher-forced, on ShapesEval's train and test prompts.
 
 For every prompt of a split, one world rollout (no augmentation) is packed as the process lays it out, images
-included, and the checkpoint predicts each token of the first object's ``<ins>`` ("Add a red circle at the
-top left.") from the true text before it. Only content words are scored, colours, classes and counts (places
+included, and the checkpoint predicts each token of every object's ``<ins>`` ("Add a red circle at the top
+left.") from the true text before it. Only content words are scored, colours, classes and counts (places
 follow from them in the default world, and are drawn at random in the others):
 
 - in a world whose order is random (``large``, ``all``) either of two objects may come first, so when the
@@ -11,8 +11,13 @@ follow from them in the default world, and are drawn at random in the others):
   object first instead; the default world builds a prompt in its own order, so only its first object is right;
 - every content word must then be the true one: after "Add a red", the class the prompt gives red.
 
+Two columns: the first object right, and every object right. The second is the plan a free-running planner
+writes when it makes no mistake of its own; in the default world it is what `pdgen eval shapes` calls planned
+right, without the errors that one plan's mistake leads to in the next. In a random-order world the later
+objects may come in another order too, which one rollout cannot score, so there the column is left empty.
+
 A planner that copies scores the same on both splits; one that recalls its training prompts scores higher on
-``train`` (the test split shares no (tag, classes, colours) tuple with it). Teacher forcing scores one plan
+``train`` (the test split shares no (tag, classes, colours) tuple with it). Teacher forcing scores each plan
 from the true context, so it needs no image generation and takes seconds; `pdgen predict` + `pdgen eval
 shapes` score whole free-running trajectories.
 
@@ -24,6 +29,8 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -43,24 +50,41 @@ ORDERS = 16
 """Rollouts searched for one that adds first the object the planner started with."""
 
 
-def first_object_right(
-    module: ProcessDrivenModule, packer: TrajectoryPacker, prompt: str, seed: int, world: WorldConfig
-) -> bool:
-    """Whether the planner writes the content words of the first object of ``prompt`` right, teacher-forced.
+Words = tuple[list[str], list[str]]
+"""The (true, predicted) content words of one ``<ins>``."""
 
-    It is read on the world's rollout ``seed``; when it starts with another word than that rollout's first
-    object, on the first of the next ``ORDERS`` rollouts that adds the object it started with first.
+
+def scored_plans(
+    module: ProcessDrivenModule, packer: TrajectoryPacker, prompt: str, seed: int, world: WorldConfig
+) -> list[Words]:
+    """(true, predicted) content words of every object's ``<ins>`` of ``prompt``, teacher-forced.
+
+    They are read on the world's rollout ``seed``; when the planner starts with another word than that
+    rollout's first object, on the first of the next ``ORDERS`` rollouts that adds the object it started with
+    first.
     """
-    targets, predictions = first_plan_words(module, packer, world_trajectory(prompt, seed, world))
-    if not targets:
+    plans = plan_words(module, packer, world_trajectory(prompt, seed, world))
+    if not plans or not plans[0][0]:
         raise ValueError(f"the first plan of {prompt!r} has no content word to score")
     for other in range(seed + 1, seed + 1 + ORDERS):
+        targets, predictions = plans[0]
         if predictions[0] == targets[0]:
             break
         trajectory = world_trajectory(prompt, other, world)
         if content_words(trajectory.steps[2].ins)[:1] == predictions[:1]:
-            targets, predictions = first_plan_words(module, packer, trajectory)
+            plans = plan_words(module, packer, trajectory)
+    return plans
+
+
+def first_object_right(plans: list[Words]) -> bool:
+    """Whether the planner wrote the first object's content words right."""
+    targets, predictions = plans[0]
     return predictions == targets
+
+
+def every_object_right(plans: list[Words]) -> bool:
+    """Whether it wrote every object's content words right."""
+    return all(predictions == targets for targets, predictions in plans)
 
 
 def world_trajectory(prompt: str, seed: int, world: WorldConfig) -> Trajectory:
@@ -74,34 +98,37 @@ def content_words(text: str) -> list[str]:
 
 
 @torch.no_grad()
-def first_plan_words(
-    module: ProcessDrivenModule, packer: TrajectoryPacker, trajectory: Trajectory
-) -> tuple[list[str], list[str]]:
-    """(true, predicted) content words of the first object's ``<ins>``, teacher-forced."""
+def plan_words(module: ProcessDrivenModule, packer: TrajectoryPacker, trajectory: Trajectory) -> list[Words]:
+    """(true, predicted) content words of each object's ``<ins>``, teacher-forced, in the order of the plans."""
     sample = packer.sample(trajectory)
     batch = packer.collate([sample])
     batch.packed_timesteps = torch.zeros_like(batch.packed_timesteps)  # every image clean: the true context
     noise = torch.zeros(batch.packed_vae_token_indexes.numel(), module.trunk.config.patch_latent_dim)
     out = module.trunk(batch, latents=module.trunk.encode_images(batch.vae_images), noise=noise)
     predicted = module.trunk.lm_logits(out.hidden_states, batch.ce_loss_indexes).argmax(-1)  # (N_ce,)
-    # Labels are collated split by split: the first object's plan is the third text (prompt, background).
-    start, texts = 0, 0
+    # Labels are collated split by split; the texts are the prompt, the background's plan, then one plan an object.
+    tokenizer = packer.tokenizer
+    plans, start, texts = [], 0, 0
     for split in sample.splits:
         texts += isinstance(split, TextSplit)
-        if texts == 3:
-            break
+        if isinstance(split, TextSplit) and texts >= 3:
+            if batch.packed_label_ids[start] != split.labels[0].target:
+                raise RuntimeError("collate reordered the labels: the probe reads the wrong positions")
+            plans.append(ins_words(tokenizer, split.labels, predicted[start : start + len(split.labels)]))
         start += len(split.labels)
-    if batch.packed_label_ids[start] != split.labels[0].target:
-        raise RuntimeError("collate reordered the labels: the probe reads the wrong positions")
-    tokenizer = packer.tokenizer
+    return plans
+
+
+def ins_words(tokenizer: Any, labels: Sequence[Any], predicted: torch.Tensor) -> Words:
+    """The (true, predicted) content words of the ``<ins>`` that ``labels`` begin with."""
     true_words, predicted_words = [], []
-    for k, label in enumerate(split.labels):
+    for label, guess in zip(labels, predicted.tolist(), strict=True):
         word = tokenizer.decode([label.target]).strip()
         if "</" in word:  # the end of the <ins>: the <des> repeats what it says
             break
         if word in CONTENT_WORDS:
             true_words.append(word)
-            predicted_words.append(tokenizer.decode([int(predicted[start + k])]).strip())
+            predicted_words.append(tokenizer.decode([guess]).strip())
     return true_words, predicted_words
 
 
@@ -121,15 +148,18 @@ def main() -> None:
     world = WorldConfig.from_name(args.world)
     packing = PackingConfig.from_name(args.packing).for_trunk(module.trunk.config)
     packer = TrajectoryPacker(load_tokenizer(args.tokenizer), packing)
-    print(f"{'split':<7}{'tag':<15}{'right':>7}{'n':>5}")
+    print(f"{'split':<7}{'tag':<15}{'first':>7}{'every':>7}{'n':>5}")
     for split in args.splits:
-        right, seen = Counter(), Counter()
+        first, every, seen = Counter(), Counter(), Counter()
         for seed, row in enumerate(shapes_eval_prompts(split, world, per_tag=args.per_tag)):
-            right[row["tag"]] += first_object_right(module, packer, row["prompt"], seed, world)
+            plans = scored_plans(module, packer, row["prompt"], seed, world)
+            first[row["tag"]] += first_object_right(plans)
+            every[row["tag"]] += every_object_right(plans)
             seen[row["tag"]] += 1
-        for tag in seen:
-            print(f"{split:<7}{tag:<15}{right[tag] / seen[tag]:>7.2f}{seen[tag]:>5}")
-        print(f"{split:<7}{'all prompts':<15}{sum(right.values()) / seen.total():>7.2f}{seen.total():>5}")
+        for tag, n in [*seen.items(), ("all prompts", seen.total())]:
+            rates = [sum(c.values()) / n if tag == "all prompts" else c[tag] / n for c in (first, every)]
+            every_rate = f"{rates[1]:>7.2f}" if not world.shuffles else f"{'-':>7}"
+            print(f"{split:<7}{tag:<15}{rates[0]:>7.2f}{every_rate}{n:>5}")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,15 @@ does), so the test split's (tag, classes, colours) tuples are never seen. Sample
 ``(spec.seed, i)`` alone.
 
 The build also trains the embedded tokenizer, on its captions *and* on the text of multi-turn trajectories
-(plans with their edit steps), so that the base checkpoint and the recipe that starts from it read every
-text with the same token ids: ``configs/full.yaml`` reads all its subsets with this tokenizer.
+(plans with their edit steps) and of conflict and alignment samples (their inspections), so that the base
+checkpoint and the recipe that starts from it read every text with the same token ids: ``configs/full.yaml``
+reads all its subsets with this tokenizer. A word the tokenizer never saw is spelled out byte by byte: an
+inspection was three times as many tokens as its words when the tokenizer learned captions and plans alone.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -41,6 +44,8 @@ from typing import Any
 import numpy as np
 
 from pdgen.console import counter
+from pdgen.data.alignment import AlignmentSpec, alignment_samples
+from pdgen.data.conflict import ConflictSpec, conflict_samples
 from pdgen.data.multiturn import AUGMENT_FLAG, MultiTurnSpec, multiturn_trajectories
 from pdgen.data.packing_config import PackingGeometry
 from pdgen.data.reading import ReaderConfig, ShardDataModule
@@ -73,6 +78,8 @@ class BaseSpec:
         describe: share of captions that are a step's scene description rather than the prompt.
         background: share of those descriptions that are of the empty background.
         tokenizer_trajectories: multi-turn trajectories (augmented) whose text the tokenizer also learns.
+        tokenizer_critiques: conflict samples (symbolic) and alignment samples, as many of each, whose text
+            (inspections and refines included) the tokenizer also learns.
         samples_per_shard: pairs per webdataset shard.
     """
 
@@ -83,10 +90,17 @@ class BaseSpec:
     describe: float = 0.5
     background: float = 0.05
     tokenizer_trajectories: int = 2_000
+    tokenizer_critiques: int = 500
     samples_per_shard: int = 2_000
 
     def __post_init__(self) -> None:
-        counts = {"num_samples": 1, "val_size": 0, "tokenizer_trajectories": 0, "samples_per_shard": 1}
+        counts = {
+            "num_samples": 1,
+            "val_size": 0,
+            "tokenizer_trajectories": 0,
+            "tokenizer_critiques": 0,
+            "samples_per_shard": 1,
+        }
         check_spec(self, counts, ("describe", "background"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,10 +143,22 @@ def build_base(root: str | os.PathLike[str], spec: BaseSpec, progress: bool = Fa
     splits, stats, texts = write_splits(
         root, spec.samples_per_shard, lambda split: base_samples(spec, split), bar, text=lambda t: t.prompt
     )
+    texts += tokenizer_texts(spec)
+    return finish_build(root, {"subset": SUBSET}, spec.to_dict(), splits, stats, texts)
+
+
+def tokenizer_texts(spec: BaseSpec) -> list[str]:
+    """The process's texts the tokenizer learns beside the captions: plans, edits, inspections, refines."""
+    texts = []
     if spec.tokenizer_trajectories:
         plans = MultiTurnSpec(spec.tokenizer_trajectories, 0, spec.seed, spec.world, AUGMENT_FLAG)
         texts += [t.to_text() for t in multiturn_trajectories(plans)]
-    return finish_build(root, {"subset": SUBSET}, spec.to_dict(), splits, stats, texts)
+    if spec.tokenizer_critiques:
+        n, seed, world = spec.tokenizer_critiques, spec.seed, spec.world
+        conflicts = conflict_samples(ConflictSpec(n, 0, seed, world))
+        alignments = alignment_samples(AlignmentSpec(n, 0, seed, world))
+        texts += [sample.trajectory.to_text() for sample in itertools.chain(conflicts, alignments)]
+    return texts
 
 
 class BaseDataModule(ShardDataModule):

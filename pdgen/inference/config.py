@@ -137,11 +137,13 @@ GENERATION_PRESETS: dict[str, GenerationConfig] = {
     # more per pass (docs/benchmarks.md).
     # Its text guidance leaves every text out of the unconditional context (the embedded recipe trains that
     # context with text dropout), so guidance amplifies what the plan asks for. Six images: the background and
-    # four objects (ShapesEval counts to four) and one correction.
+    # four objects (ShapesEval counts to four) and one correction. The text budget is above the longest text
+    # the embedded recipe trains on (454 tokens: four objects, an inspection and its refine); at 256 a
+    # trajectory that inspected and refined was cut off mid-plan and read as unreadable.
     "tiny": GenerationConfig(
         num_timesteps=30,
         max_images=6,
-        max_text_tokens=256,
+        max_text_tokens=768,
         image_size=(64, 64),
         draft_tokens=8,
         cfg_text_drops="text",

@@ -10,15 +10,19 @@ import torch
 from pdgen.data.base import BaseDataModule, BaseSpec, base_sample
 from pdgen.data.packing import CeRole, PackedBatch
 from pdgen.data.reading import ReaderConfig
+from pdgen.data.tokenizer import load_tokenizer
 from pdgen.trajectory import Sketch, Trajectory
 
-SMALL = BaseSpec(num_samples=64, val_size=6, tokenizer_trajectories=20, samples_per_shard=16)
+SMALL = BaseSpec(
+    num_samples=64, val_size=6, tokenizer_trajectories=20, tokenizer_critiques=20, samples_per_shard=16
+)
 READER = ReaderConfig(max_tokens=512, shuffle_buffer=16, layout="caption", num_workers=0)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """4 training shards of 16 caption pairs, one validation shard, the tokenizer (with 20 plans' text)."""
+    """4 training shards of 16 caption pairs, one validation shard, the tokenizer (with 20 plans' text and
+    20 conflict and 20 alignment samples')."""
     root = tmp_path_factory.mktemp("base")
     BaseDataModule(root, SMALL).prepare_data()
     return root
@@ -56,6 +60,21 @@ def test_a_caption_pair_is_a_one_pass_trajectory_that_round_trips():
     text = pair.to_text()
     assert text.endswith("<|vision_start|><|image_pad|><|vision_end|><|im_end|>")
     assert Trajectory.from_text(text, [pair.steps[0].image]).to_files() == pair.to_files()
+
+
+@pytest.mark.parametrize(
+    "inspection",
+    [
+        "The step conflicts with the prompt: it draws a circle where the prompt asks for a square.",
+        "Expected a red circle, found none.",
+        "A square is not drawn yet; a later step adds it, so that is not an error here.",
+    ],
+)
+def test_the_tokenizer_reads_inspections_word_by_word(built, inspection):
+    """Words the tokenizer never saw are spelled out byte by byte; the inspector's are learned with the rest."""
+    tokens = load_tokenizer(built / "tokenizer")(inspection)["input_ids"]
+    punctuation = sum(inspection.count(mark) for mark in ",.:;")
+    assert len(tokens) <= len(inspection.split()) + punctuation
 
 
 def test_packs_hold_text_to_image_and_image_to_caption_samples(built):
