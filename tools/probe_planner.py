@@ -99,14 +99,14 @@ def content_words(text: str) -> list[str]:
 
 @torch.no_grad()
 def plan_words(module: ProcessDrivenModule, packer: TrajectoryPacker, trajectory: Trajectory) -> list[Words]:
-    """(true, predicted) content words of each object's ``<ins>``, teacher-forced, in the order of the plans."""
+    """(true, predicted) content words of each object's ``<ins>``, teacher-forced, in plan order."""
     sample = packer.sample(trajectory)
     batch = packer.collate([sample])
     batch.packed_timesteps = torch.zeros_like(batch.packed_timesteps)  # every image clean: the true context
     noise = torch.zeros(batch.packed_vae_token_indexes.numel(), module.trunk.config.patch_latent_dim)
     out = module.trunk(batch, latents=module.trunk.encode_images(batch.vae_images), noise=noise)
     predicted = module.trunk.lm_logits(out.hidden_states, batch.ce_loss_indexes).argmax(-1)  # (N_ce,)
-    # Labels are collated split by split; the texts are the prompt, the background's plan, then one plan an object.
+    # Labels are collated split by split. Texts: the prompt, the background's plan, then a plan an object.
     tokenizer = packer.tokenizer
     plans, start, texts = [], 0, 0
     for split in sample.splits:

@@ -71,7 +71,7 @@ def test_a_caption_pair_is_a_one_pass_trajectory_that_round_trips():
     ],
 )
 def test_the_tokenizer_reads_inspections_word_by_word(built, inspection):
-    """Words the tokenizer never saw are spelled out byte by byte; the inspector's are learned with the rest."""
+    """A word the tokenizer never saw is spelled out byte by byte; the inspector's words are learned."""
     tokens = load_tokenizer(built / "tokenizer")(inspection)["input_ids"]
     punctuation = sum(inspection.count(mark) for mark in ",.:;")
     assert len(tokens) <= len(inspection.split()) + punctuation
