@@ -30,8 +30,9 @@ import torch
 
 from pdgen.data.alignment import AlignmentSpec, alignment_samples
 from pdgen.data.conflict import ConflictSpec, conflict_samples
-from pdgen.data.packing import PackingConfig, TextSplit, TrajectoryPacker
+from pdgen.data.packing import PackingConfig, TrajectoryPacker
 from pdgen.data.tokenizer import load_tokenizer
+from pdgen.eval.teacher_forcing import text_logits
 from pdgen.lit.module import ProcessDrivenModule
 from pdgen.trajectory import Inspect, Trajectory
 
@@ -69,26 +70,15 @@ def inspection_tokens(tokenizer: Any, samples: list[tuple[Trajectory, bool]]) ->
     raise ValueError("positive and negative inspections never part: no verdict token")
 
 
-@torch.no_grad()
 def inspection_logits(
     module: ProcessDrivenModule, packer: TrajectoryPacker, trajectory: Trajectory
 ) -> torch.Tensor:
     """(L, V) logits predicting the tokens of the trajectory's inspection text, teacher-forced."""
-    sample = packer.sample(trajectory)
-    batch = packer.collate([sample])
-    batch.packed_timesteps = torch.zeros_like(batch.packed_timesteps)  # every image clean: the true context
-    noise = torch.zeros(batch.packed_vae_token_indexes.numel(), module.trunk.config.patch_latent_dim)
-    out = module.trunk(batch, latents=module.trunk.encode_images(batch.vae_images), noise=noise)
-    logits = module.trunk.lm_logits(out.hidden_states, batch.ce_loss_indexes)  # (N_ce, V)
     # The texts are the prompt, then the trajectory's plan and inspect segments in order.
     roles = ["prompt"] + [seg.role for seg in trajectory.segments() if seg.role in ("plan", "inspect")]
-    start, texts = 0, 0
-    for split in sample.splits:
-        if isinstance(split, TextSplit):
-            if roles[texts] == "inspect":
-                return logits[start : start + len(split.labels)]
-            texts += 1
-        start += len(split.labels)
+    for role, (_, logits) in zip(roles, text_logits(module, packer, trajectory), strict=True):
+        if role == "inspect":
+            return logits
     raise ValueError(f"{trajectory.prompt!r}: the trajectory has no inspection")
 
 

@@ -34,8 +34,9 @@ from typing import Any
 
 import torch
 
-from pdgen.data.packing import PackingConfig, TextSplit, TrajectoryPacker
+from pdgen.data.packing import PackingConfig, TrajectoryPacker
 from pdgen.data.tokenizer import load_tokenizer
+from pdgen.eval.teacher_forcing import text_logits
 from pdgen.lit.module import ProcessDrivenModule
 from pdgen.scene.vocabulary import COLORS, SHAPE_CLASSES
 from pdgen.trajectory import Trajectory
@@ -97,26 +98,11 @@ def content_words(text: str) -> list[str]:
     return [word for word in re.findall(r"[a-z]+", text) if word in CONTENT_WORDS]
 
 
-@torch.no_grad()
 def plan_words(module: ProcessDrivenModule, packer: TrajectoryPacker, trajectory: Trajectory) -> list[Words]:
     """(true, predicted) content words of each object's ``<ins>``, teacher-forced, in plan order."""
-    sample = packer.sample(trajectory)
-    batch = packer.collate([sample])
-    batch.packed_timesteps = torch.zeros_like(batch.packed_timesteps)  # every image clean: the true context
-    noise = torch.zeros(batch.packed_vae_token_indexes.numel(), module.trunk.config.patch_latent_dim)
-    out = module.trunk(batch, latents=module.trunk.encode_images(batch.vae_images), noise=noise)
-    predicted = module.trunk.lm_logits(out.hidden_states, batch.ce_loss_indexes).argmax(-1)  # (N_ce,)
-    # Labels are collated split by split. Texts: the prompt, the background's plan, then a plan an object.
-    tokenizer = packer.tokenizer
-    plans, start, texts = [], 0, 0
-    for split in sample.splits:
-        texts += isinstance(split, TextSplit)
-        if isinstance(split, TextSplit) and texts >= 3:
-            if batch.packed_label_ids[start] != split.labels[0].target:
-                raise RuntimeError("collate reordered the labels: the probe reads the wrong positions")
-            plans.append(ins_words(tokenizer, split.labels, predicted[start : start + len(split.labels)]))
-        start += len(split.labels)
-    return plans
+    # The texts are the prompt, the background's plan, then a plan an object.
+    objects = text_logits(module, packer, trajectory)[2:]
+    return [ins_words(packer.tokenizer, split.labels, logits.argmax(-1)) for split, logits in objects]
 
 
 def ins_words(tokenizer: Any, labels: Sequence[Any], predicted: torch.Tensor) -> Words:
