@@ -8,10 +8,11 @@ shift), runs the trunk once and scores the three heads on its hidden states (`pd
 
 CE is averaged over *all* CE tokens of the pack (plan + inspect + special; the paper's eq. 3/6), not head by
 head; per-head means are logged beside it. Flow times, flow noise and the posterior sample come from the
-module's own `torch.Generator`, whose state is saved in the checkpoint: with a deterministic data order a
-resumed fit repeats the uninterrupted one exactly. Validation draws from a generator of its own, seeded from
-the step (`_validation_generator`): it neither consumes nor depends on the training stream, so where
-validation falls (before or after a checkpoint, every `val_check_interval`) never changes training.
+generator that is a function of (seed, step, rank) alone (`_step_generator`): every rank of a DDP run draws
+its own noise (one shared stream gave each rank the same flow times and noise on different images), and with a
+deterministic data order a resumed fit repeats the uninterrupted one exactly, with no generator state to save.
+Validation draws from its own key (step, loader, batch), so where validation falls (before or after a
+checkpoint, every `val_check_interval`) never changes training.
 
 Fine-tuning options (constructor arguments, so `pdgen fit --model.help ProcessDrivenModule` lists them):
 full fine-tune, LoRA through peft on chosen modules of either expert, QLoRA (LoRA over a bitsandbytes 4-bit
@@ -106,6 +107,9 @@ def _as_config(value: Any, cls: type) -> Any:
     return cls(**value) if isinstance(value, dict) else value
 
 
+# The streams of `_step_generator`'s keys: training, keyed by rank; validation, by loader and batch.
+TRAIN_STREAM, VALIDATION_STREAM = 0, 1
+
 # LoRA targets per expert (peft full-matches a string target as a regex against module names): the attention
 # and MLP projections of the decoder layers. The generation expert's copies carry the `_moe_gen` suffix.
 _LAYER = r".*language_model\.model\.layers\.\d+"  # decoder layers only, not the ViT's
@@ -190,7 +194,7 @@ class ProcessDrivenModule(LightningModule):
                 sharing the trunk's.
             gradient_checkpointing: recompute decoder layers in the backward pass (memory for time).
             attn_impl: packed attention: `sdpa` (dense mask; the CPU training path), `flex`, `triton`.
-            seed: seed of the module's generator for flow times and noise (saved with checkpoints).
+            seed: seed of the flow times and noise (training and validation keys add the step and the rank).
             init_from: a `pdgen fit` checkpoint whose trunk weights this run starts from (its EMA average
                 where it has one): the base stage's, for the paper's recipe. Loaded by key at the start of a
                 fit; a checkpoint of another trunk fails naming the keys that differ. A resumed fit
@@ -215,6 +219,7 @@ class ProcessDrivenModule(LightningModule):
         self.inspector_head: InspectorHead | None = None
         if vision_start_id is not None:
             self._build_language_heads(vision_start_id)
+        # The draws of `head_losses` called outside a Trainer (tools, tests); a fit keys its own per step.
         self.noise_generator = torch.Generator().manual_seed(seed)
         self._apply_finetune_mode()
         # Adapter checkpoints hold only the trainable tensors; the base comes from `trunk`.
@@ -385,7 +390,7 @@ class ProcessDrivenModule(LightningModule):
     def head_losses(
         self, batch: PackedBatch, generator: torch.Generator | None = None
     ) -> dict[str, HeadLoss]:
-        """Draws flow times into `batch` (from `generator`, default the training one), runs the trunk once,
+        """Draws flow times into `batch` (from `generator`, default the module's own), runs the trunk once,
         scores the three heads."""
         generator = self.noise_generator if generator is None else generator
         if self.planner_head is None or self.inspector_head is None:
@@ -447,19 +452,20 @@ class ProcessDrivenModule(LightningModule):
         return loss
 
     def training_step(self, batch: PackedBatch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train", self._step_generator(TRAIN_STREAM, self.global_rank))
 
     def validation_step(self, batch: PackedBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         # A datamodule with several validation loaders names them (the mixture: one per subset).
         names = getattr(getattr(self.trainer, "datamodule", None), "val_names", None)
         stage = f"val/{names[dataloader_idx]}" if names else "val"
-        self._shared_step(batch, stage, self._validation_generator(batch_idx, dataloader_idx))
+        self._shared_step(batch, stage, self._step_generator(VALIDATION_STREAM, dataloader_idx, batch_idx))
 
-    def _validation_generator(self, batch_idx: int, dataloader_idx: int) -> torch.Generator:
-        """Validation's noise, a function of (seed, step, loader, batch) alone: drawing it from the training
-        generator made a run resumed from a checkpoint written just before validation drift apart."""
-        key = [self.hparams.seed, self.global_step, dataloader_idx, batch_idx]
-        return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+    def _step_generator(self, stream: int, *key: int) -> torch.Generator:
+        """Flow times and noise as a function of (seed, step, stream, key) alone: a resumed fit needs no saved
+        state to draw what the uninterrupted one drew, and training (keyed by rank) and validation (by loader
+        and batch) neither share nor consume each other's draws."""
+        words = [self.hparams.seed, self.global_step, stream, *key]
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
@@ -484,15 +490,10 @@ class ProcessDrivenModule(LightningModule):
     # --------------------------------------------------------------------------------- checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["noise_generator"] = self.noise_generator.get_state()
         if self.hparams.finetune != "full":
             # Only what trains is saved: the adapters (and any separate lm heads); the base is `trunk`.
             trainable = {name for name, p in self.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "noise_generator" in checkpoint:
-            self.noise_generator.set_state(checkpoint["noise_generator"])
 
     # ------------------------------------------------------------------------------------------- predict
 
