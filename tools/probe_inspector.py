@@ -11,9 +11,10 @@ it out, and at its inspection the checkpoint predicts, from the true text before
 - **inspects**: at the inspection's first token, whether the model prefers starting an inspection to starting
   a plan. A sample's inspected step is where its trajectory shows an inspection, so a model that reads the
   flaw inspects the negatives; the positives are steps that training shows inspected only now and then.
-- **verdict right**: at the first token where a subset's positive and negative inspections part ("The image
-  shows" / "Expected ..."; "The step is consistent" / "The step conflicts"), whether the model prefers the
-  sample's own. Given that it inspects, this is whether its inspection would agree with the world.
+- **verdict right**: at the verdict's first word, after the evidence ("... So the image follows" / "does not
+  follow"; "... So the step is consistent" / "conflicts"), whether the model prefers the sample's own, given
+  the true evidence before it. Given that it inspects, this is whether its inspection would agree with the
+  world.
 
     python tools/probe_inspector.py runs/full/version_0/checkpoints/last.ckpt data/base/tokenizer
 """
@@ -33,19 +34,21 @@ from pdgen.data.conflict import ConflictSpec, conflict_samples
 from pdgen.data.packing import PackingConfig, TrajectoryPacker
 from pdgen.data.tokenizer import load_tokenizer
 from pdgen.eval.teacher_forcing import text_logits
+from pdgen.judges.step import STEP_VERDICT
+from pdgen.judges.world import IMAGE_VERDICT
 from pdgen.lit.module import ProcessDrivenModule
 from pdgen.trajectory import Inspect, Trajectory
 
 PLAN_OPENER = "<ins>"
+VERDICT_MARKERS = (STEP_VERDICT, IMAGE_VERDICT)
 
 
 @dataclass(frozen=True)
 class InspectionTokens:
-    """What a subset's inspections look like to the tokenizer: the tokens they open with, and the position
-    where positives and negatives part, with the tokens each has there."""
+    """What a subset's inspections look like to the tokenizer: the tokens they open with, and the tokens
+    their verdicts start with, positive and negative (the word after the judges' verdict marker)."""
 
     openers: tuple[int, ...]
-    position: int
     positive: tuple[int, ...]
     negative: tuple[int, ...]
 
@@ -59,15 +62,28 @@ def inspection(trajectory: Trajectory) -> Inspect:
     return next(step for step in trajectory.steps if isinstance(step, Inspect))
 
 
+def verdict_position(tokenizer: Any, text: str) -> int:
+    """Index, among the text's tokens, of the verdict's first word: the token after the verdict marker."""
+    marker = next((m for m in VERDICT_MARKERS if m in text), None)
+    if marker is None:
+        raise ValueError(f"no verdict marker ({' / '.join(VERDICT_MARKERS)}) in {text!r}")
+    before = tokenizer(text[: text.index(marker) + len(marker)])["input_ids"]
+    if tokenizer(text)["input_ids"][: len(before)] != before:
+        raise ValueError(f"the tokenizer merges the verdict marker with the word after it in {text!r}")
+    return len(before)
+
+
 def inspection_tokens(tokenizer: Any, samples: list[tuple[Trajectory, bool]]) -> InspectionTokens:
-    """The openers, and the first position where no positive has a token that a negative has."""
-    texts = [(tokenizer(inspection(t).text)["input_ids"], negative) for t, negative in samples]
-    openers = tuple(sorted({ids[0] for ids, _ in texts}))
-    for position in range(min(len(ids) for ids, _ in texts)):
-        positive, negative = ({ids[position] for ids, no in texts if no == label} for label in (False, True))
-        if not positive & negative:
-            return InspectionTokens(openers, position, tuple(sorted(positive)), tuple(sorted(negative)))
-    raise ValueError("positive and negative inspections never part: no verdict token")
+    """The openers, and the verdict tokens of positives and negatives, which must be apart."""
+    openers, verdicts = set(), {False: set(), True: set()}
+    for trajectory, negative in samples:
+        text = inspection(trajectory).text
+        ids = tokenizer(text)["input_ids"]
+        openers.add(ids[0])
+        verdicts[negative].add(ids[verdict_position(tokenizer, text)])
+    if verdicts[False] & verdicts[True]:
+        raise ValueError("positive and negative verdicts start with the same token: no verdict token")
+    return InspectionTokens(tuple(sorted(openers)), *(tuple(sorted(verdicts[n])) for n in (False, True)))
 
 
 def inspection_logits(
@@ -83,11 +99,12 @@ def inspection_logits(
 
 
 def judged(
-    logits: torch.Tensor, tokens: InspectionTokens, plan_token: int, negative: bool
+    logits: torch.Tensor, tokens: InspectionTokens, plan_token: int, negative: bool, position: int
 ) -> tuple[bool, bool]:
-    """(inspects, verdict right) from the (L, V) logits of one inspection (see the module docstring)."""
+    """(inspects, verdict right) from the (L, V) logits of one inspection, its verdict at `position` (see the
+    module docstring)."""
     inspects = bool(logits[0, list(tokens.openers)].max() > logits[0, plan_token])
-    row = logits[tokens.position]
+    row = logits[position]
     says_negative = bool(row[list(tokens.negative)].max() > row[list(tokens.positive)].max())
     return inspects, says_negative == negative
 
@@ -98,7 +115,13 @@ def main() -> None:
     )
     parser.add_argument("ckpt", help="a `pdgen fit` checkpoint of the process")
     parser.add_argument("tokenizer", help="the tokenizer directory it was trained with")
-    parser.add_argument("--samples", type=int, default=64, help="held-out samples a subset")
+    parser.add_argument("--samples", type=int, default=64, help="samples a subset")
+    parser.add_argument(
+        "--split",
+        default="val",
+        choices=("val", "train"),
+        help="held-out samples, or the first training ones (right on these alone: learned by heart)",
+    )
     parser.add_argument("--world", default="default", help="the world preset the checkpoint was trained on")
     parser.add_argument("--packing", default="embedded", help="the packing preset it was trained with")
     args = parser.parse_args()
@@ -108,9 +131,11 @@ def main() -> None:
     packer = TrajectoryPacker(load_tokenizer(args.tokenizer), packing)
     tokenizer = packer.tokenizer
     plan_token = tokenizer(PLAN_OPENER)["input_ids"][0]
+    # (num_samples, val_size): the train split's first samples are a full build's, sample i being (seed, i)'s.
+    sizes = (args.samples, args.samples) if args.split == "train" else (1, args.samples)
     subsets = {
-        "conflict": labelled(conflict_samples(ConflictSpec(1, args.samples, world=args.world), "val")),
-        "alignment": labelled(alignment_samples(AlignmentSpec(1, args.samples, world=args.world), "val")),
+        "conflict": labelled(conflict_samples(ConflictSpec(*sizes, world=args.world), args.split)),
+        "alignment": labelled(alignment_samples(AlignmentSpec(*sizes, world=args.world), args.split)),
     }
     print(f"{'subset':<11}{'label':<10}{'inspects':>9}{'verdict right':>15}{'n':>5}")
     for name, samples in subsets.items():
@@ -118,7 +143,8 @@ def main() -> None:
         inspects, right, seen = Counter(), Counter(), Counter()
         for trajectory, negative in samples:
             logits = inspection_logits(module, packer, trajectory)
-            chose, agrees = judged(logits, tokens, plan_token, negative)
+            position = verdict_position(tokenizer, inspection(trajectory).text)
+            chose, agrees = judged(logits, tokens, plan_token, negative, position)
             label = "negative" if negative else "positive"
             inspects[label] += chose
             right[label] += agrees

@@ -296,11 +296,6 @@ def explain(graph: SceneGraph) -> str:
     return text + "".join(f"; {h}" for h in held) + "; nothing else is drawn."
 
 
-def only_problem(violation: str) -> str:
-    """The world judge's analysis of an image whose one problem is ``violation``."""
-    return violation[0].upper() + violation[1:] + "."
-
-
 def alignment_sample(
     prompt: str,
     steps: Sequence[WorldStep],
@@ -321,7 +316,7 @@ def alignment_sample(
     exact = world_judge.check_image(image, goal)
     if draft is None and not exact.ok:
         raise SampleSkipped("not_aligned", f"step {k} fails its own check: {exact.analysis}")
-    if draft is not None and draft.violation is not None and exact.analysis != only_problem(draft.violation):
+    if draft is not None and draft.violation is not None and exact.problems != (draft.violation,):
         # The perturbation also broke something else (or less than it meant to): its analysis would not
         # be about the violation it made alone.
         raise SampleSkipped(

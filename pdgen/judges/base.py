@@ -20,11 +20,13 @@ from pdgen.scene.plan import StepGoal
 @dataclass(frozen=True)
 class Verdict:
     """`ok`: no problem found; `analysis`: what was checked and what is wrong, naming the violated rule;
-    `refine`: the instruction that fixes the first problem (None when ok)."""
+    `refine`: the instruction that fixes the first problem (None when ok); `problems`: each problem's
+    sentence as the analysis names it, where the judge reports them one by one (the world's judges do)."""
 
     ok: bool
     analysis: str
     refine: str | None = None
+    problems: tuple[str, ...] = ()
 
 
 class Judge(Protocol):

@@ -8,7 +8,9 @@ prompt contradicts. It returns the verdict an Inspect says (``analysis``, ``refi
 state, so nothing else in the picture moves. ``pdgen.data.conflict`` writes its samples with it.
 
 Where ``pdgen.judges.base.Judge`` judges an *image* against its step, this judges a step's *text* (its
-``<des>``, read back with ``pdgen.scene.describe.read_scene``) against the prompt.
+``<des>``, read back with ``pdgen.scene.describe.read_scene``) against the prompt. As an image's analysis does
+(``pdgen.judges.world.image_analysis``), a step's gives its evidence first: "The prompt asks for …; the step
+shows …. So the step is consistent with the prompt." or "… So the step conflicts with the prompt: …".
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pdgen.judges.base import Verdict
 from pdgen.scene.describe import BACKGROUND, describe_scene
 from pdgen.scene.graph import NATURAL_PREDICATE, Relation, SceneGraph, SceneObject, join_phrases
 from pdgen.scene.plan import StepGoal
+
+# Where a step's verdict starts: the next word is "is" or "conflicts" (`tools/probe_inspector.py` reads it).
+STEP_VERDICT = "So the step"
 
 
 @dataclass(frozen=True)
@@ -89,17 +94,18 @@ class WorldStepJudge:
                 f" {join_phrases(pending).capitalize()} {'is' if one else 'are'} not drawn yet; a later step "
                 f"adds {'it' if one else 'them'}, so that is not an error here."
             )
+        shown = scene.describe() if scene.objects else "the empty background"
+        evidence = f"The prompt asks for {prompt.describe()}; the step shows {shown}."
         if not conflicts:
-            shown = scene.describe() if scene.objects else "the empty background"
-            text = f"The step is consistent with the prompt: it shows {shown}, as the prompt allows."
+            text = f"{evidence} {STEP_VERDICT} is consistent with the prompt."
             return StepVerdict(
                 Verdict(True, text + (later or " The scene has everything the prompt asks for."))
             )
         first = conflicts[0]
-        problems = "; ".join(c.text for c in conflicts)
-        analysis = f"The step conflicts with the prompt: {problems}.{later}"
+        problems = tuple(c.text for c in conflicts)
+        analysis = f"{evidence} {STEP_VERDICT} conflicts with the prompt: {'; '.join(problems)}.{later}"
         refine = first.fix.ins if first.fix is not None else None
-        return StepVerdict(Verdict(False, analysis, refine), first.kind, first.fix)
+        return StepVerdict(Verdict(False, analysis, refine, problems), first.kind, first.fix)
 
     def _conflicts(self, scene: SceneGraph, prompt: SceneGraph, match: dict[int, int]) -> list[_Conflict]:
         conflicts: list[_Conflict] = []

@@ -6,25 +6,52 @@ them with the step's scene graph: per object, its count and colour; per relation
 rule on every pair; and no object the scene does not have. Each violation becomes one sentence of the
 analysis ("expected the red circle left of the blue square, found it above") and the first one also a
 corrective instruction ("Move the red circle to the left of the blue square.").
+
+An image's analysis gives its evidence before its verdict (`image_analysis`): what the step asks for, what the
+image shows, then "So the image follows the step." or "So the image does not follow the step: <problems>."
+The inspector learns to write these, and a verdict that comes after the two lists it compares is one a small
+model can learn: it compares what it has just written, instead of deciding before it has read anything
+(`docs/judges.md`, "Evidence before the verdict").
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from PIL import Image
 
 from pdgen.eval.geneval import Detection, relative_position
 from pdgen.judges.base import Verdict
-from pdgen.scene.graph import NATURAL_PREDICATE, SceneGraph, SceneObject, number_word
+from pdgen.scene.graph import NATURAL_PREDICATE, SceneGraph, SceneObject, join_phrases, number_word
 from pdgen.scene.parser import Parser, parse
 from pdgen.scene.plan import StepGoal
 from pdgen.world.config import DEFAULT_WORLD, WorldConfig
 from pdgen.world.detect import WorldDetector
 
+# Where an image's verdict starts: the next word is "follows" or "does" (`tools/probe_inspector.py` reads it).
+IMAGE_VERDICT = "So the image"
+
 
 def _how_many(n: int) -> str:
     return "none" if n == 0 else number_word(n)
+
+
+def shown(detections: Sequence[Detection]) -> str:
+    """What the image shows, as a caption would say it: 'a red circle and two blue squares', or 'nothing'
+    (each colour and class once, in the order of their first detection)."""
+    counts = Counter((d.name, d.color) for d in detections)
+    if not counts:
+        return "nothing"
+    return join_phrases([SceneObject(name, n, color).phrase() for (name, color), n in counts.items()])
+
+
+def image_analysis(asked: SceneGraph, detections: Sequence[Detection], problems: Sequence[str]) -> str:
+    """The evidence (what the step asks for, what the image shows), then the verdict with its problems."""
+    evidence = f"The step asks for {asked.describe()}; the image shows {shown(detections)}."
+    if not problems:
+        return f"{evidence} {IMAGE_VERDICT} follows the step."
+    return f"{evidence} {IMAGE_VERDICT} does not follow the step: {'; '.join(problems)}."
 
 
 class WorldJudge:
@@ -124,10 +151,11 @@ def judge_detections(detections: Sequence[Detection], graph: SceneGraph) -> Verd
             thing = SceneObject(d.name, 1, d.color)
             problems.append(f"found {thing.phrase()} that the scene does not have")
             fixes.append(f"Remove the {thing.noun(1)}.")
-    if not problems:
-        return Verdict(True, f"The image shows {graph.describe()}, as instructed.")
-    text = "; ".join(problems)
-    return Verdict(False, text[0].upper() + text[1:] + ".", fixes[0])
+    # What the image shows, in the order the step names its objects, then what the step does not have.
+    named = [j for i in range(len(graph.objects)) for j in found_by_object[i]]
+    in_order = [detections[j] for j in dict.fromkeys(named + list(range(len(detections))))]
+    analysis = image_analysis(graph, in_order, problems)
+    return Verdict(not problems, analysis, fixes[0] if fixes else None, tuple(problems))
 
 
 def _compare_graphs(have: SceneGraph, want: SceneGraph) -> tuple[list[str], str | None]:

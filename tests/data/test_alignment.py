@@ -12,7 +12,6 @@ from pdgen.data.alignment import (
     alignment_samples,
     build_alignment,
     explain,
-    only_problem,
 )
 from pdgen.data.packing import PackingConfig, TrajectoryPacker
 from pdgen.data.shards import ShardSource, read_manifest, split_shards
@@ -49,7 +48,7 @@ def test_negatives_name_the_actual_violation_and_positives_have_none(samples):
             assert isinstance(steps[s.inspected + 2], Plan)  # a positive is never the answer
         else:
             assert not verdict.ok and inspection == Inspect(verdict.analysis, verdict.refine)
-            assert verdict.analysis == only_problem(s.violation), s.kind  # the violation the draft has
+            assert verdict.problems == (s.violation,), s.kind  # the violation the draft has
             fix = steps[s.inspected + 2]
             assert isinstance(fix, Refine) and fix.plan == Plan(verdict.refine, s.goal.des)
             assert judge.check_image(fix.image, s.goal).ok  # the corrected image is the step's own
@@ -73,7 +72,7 @@ def test_each_perturbation_makes_exactly_its_violation(kind):
         draft = perturb.draft(steps, len(steps) - 1, kind, np.random.default_rng(seed))
         assert draft is not None and draft.kind == kind
         verdict = judge.check_image(draft.image, steps[-1].goal)
-        assert verdict.analysis == only_problem(draft.violation)
+        assert verdict.problems == (draft.violation,)
 
 
 def test_in_the_2x2_world_a_relation_is_broken_by_an_exchange_of_places():
@@ -88,7 +87,7 @@ def test_in_the_2x2_world_a_relation_is_broken_by_an_exchange_of_places():
         draft = perturb.draft(steps, len(steps) - 1, "relation", np.random.default_rng(seed))
         assert draft is not None
         assert draft.violation == "expected the red circle left of the blue square, found it right of"
-        assert judge.check_image(draft.image, steps[-1].goal).analysis == only_problem(draft.violation)
+        assert judge.check_image(draft.image, steps[-1].goal).problems == (draft.violation,)
 
 
 def test_a_kind_that_cannot_apply_gives_no_draft():

@@ -65,8 +65,8 @@ def test_a_caption_pair_is_a_one_pass_trajectory_that_round_trips():
 @pytest.mark.parametrize(
     "inspection",
     [
-        "The step conflicts with the prompt: it draws a circle where the prompt asks for a square.",
-        "Expected a red circle, found none.",
+        "So the step conflicts with the prompt: it draws a circle where the prompt asks for a square.",
+        "The step asks for a red circle; the image shows nothing. So the image does not follow the step.",
         "A square is not drawn yet; a later step adds it, so that is not an error here.",
     ],
 )

@@ -18,22 +18,39 @@ def test_check_image_names_the_violated_rule():
     assert judge.check_image(rollout(PROMPT, 1, LARGE)[-1].image, goal).ok
     cases = {
         "a red circle above a blue square": (
-            "Expected the red circle left of the blue square, found it above.",
+            "expected the red circle left of the blue square, found it above",
             "Move the red circle to the left of the blue square.",
         ),
         "a green circle left of a blue square": (
-            "Expected a red circle, found a green circle.",
+            "expected a red circle, found a green circle",
             "Change the colour of the green circle to red.",
         ),
-        "a blue square": ("Expected a red circle, found none.", "Add a red circle."),
+        "a blue square": ("expected a red circle, found none", "Add a red circle."),
         "a red circle left of a blue square and a red star": (
-            "Found a red star that the scene does not have.",
+            "found a red star that the scene does not have",
             "Remove the red star.",
         ),
     }
-    for other, (analysis, refine) in cases.items():
+    for other, (problem, refine) in cases.items():
         verdict = judge.check_image(rollout(other, 1, LARGE)[-1].image, goal)
-        assert (verdict.ok, verdict.analysis, verdict.refine) == (False, analysis, refine), other
+        assert (verdict.ok, verdict.problems, verdict.refine) == (False, (problem,), refine), other
+        assert verdict.analysis.endswith(f"So the image does not follow the step: {problem}."), other
+
+
+def test_an_image_analysis_says_what_is_asked_and_what_is_shown_before_its_verdict():
+    judge = WorldJudge(LARGE)
+    goal = rollout(PROMPT, 1, LARGE)[-1].goal
+    right = judge.check_image(rollout(PROMPT, 1, LARGE)[-1].image, goal)
+    wrong = judge.check_image(rollout("a green circle left of a blue square", 1, LARGE)[-1].image, goal)
+    asked = "The step asks for a red circle to the left of a blue square"
+    assert (
+        right.analysis
+        == f"{asked}; the image shows a blue square and a red circle. So the image follows the step."
+    )
+    assert wrong.analysis == (
+        f"{asked}; the image shows a blue square and a green circle. "
+        "So the image does not follow the step: expected a red circle, found a green circle."
+    )
 
 
 def test_check_plan():

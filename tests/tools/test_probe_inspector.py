@@ -32,23 +32,31 @@ def word(tokenizer, ids) -> set[str]:
     return {tokenizer.decode([i]).strip() for i in ids}
 
 
-def test_a_conflict_verdict_is_read_where_consistent_and_conflicting_steps_part(probe, subsets, tokenizer):
+def test_a_conflict_verdict_is_read_after_its_evidence(probe, subsets, tokenizer):
     tokens = probe.inspection_tokens(tokenizer, subsets["conflict"])
     assert (word(tokenizer, tokens.positive), word(tokenizer, tokens.negative)) == ({"is"}, {"conflicts"})
     assert word(tokenizer, tokens.openers) == {"The"}
 
 
-def test_an_alignment_verdict_is_read_at_the_first_word(probe, subsets, tokenizer):
+def test_an_alignment_verdict_is_read_after_its_evidence(probe, subsets, tokenizer):
     tokens = probe.inspection_tokens(tokenizer, subsets["alignment"])
-    assert tokens.position == 0
-    assert word(tokenizer, tokens.positive) == {"The"}
-    assert word(tokenizer, tokens.negative) <= {"Expected", "Found"}
+    assert (word(tokenizer, tokens.positive), word(tokenizer, tokens.negative)) == ({"follows"}, {"does"})
+    trajectory, _ = subsets["alignment"][0]
+    text = probe.inspection(trajectory).text
+    position = probe.verdict_position(tokenizer, text)
+    evidence = tokenizer.decode(tokenizer(text)["input_ids"][:position])
+    assert evidence.startswith("The step asks for") and evidence.endswith("So the image")
 
 
-def test_inspections_that_never_part_have_no_verdict(probe, subsets, tokenizer):
+def test_inspections_whose_verdicts_do_not_part_have_no_verdict_token(probe, subsets, tokenizer):
     positives = [(t, False) for t, _ in subsets["conflict"][:2]]
-    with pytest.raises(ValueError, match="never part"):
+    with pytest.raises(ValueError, match="same token"):
         probe.inspection_tokens(tokenizer, positives + [(positives[0][0], True)])
+
+
+def test_an_inspection_without_a_verdict_is_named(probe, tokenizer):
+    with pytest.raises(ValueError, match="no verdict marker .* in 'Looks fine.'"):
+        probe.verdict_position(tokenizer, "Looks fine.")
 
 
 PLAN = 0
@@ -73,5 +81,5 @@ def logits(opener: float, plan: float, positive: float, negative: float) -> torc
 def test_inspecting_is_an_opener_above_the_plan_and_the_verdict_the_likelier_side(
     probe, scores, negative, expected
 ):
-    tokens = probe.InspectionTokens(openers=(1, 2), position=1, positive=(3,), negative=(4,))
-    assert probe.judged(logits(*scores), tokens, PLAN, negative) == expected
+    tokens = probe.InspectionTokens(openers=(1, 2), positive=(3,), negative=(4,))
+    assert probe.judged(logits(*scores), tokens, PLAN, negative, position=1) == expected
