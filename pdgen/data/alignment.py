@@ -53,6 +53,7 @@ from PIL import Image
 from pdgen.console import counter
 from pdgen.data.subset_build import (
     FREE_PROMPTS,
+    INSPECTION_TEXTS,
     VAL_OFFSET,
     Label,
     SampleSkipped,
@@ -409,7 +410,7 @@ class AlignmentSpec:
         return self.kinds[(number - positives_before) % len(self.kinds)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "kinds": list(self.kinds)}
+        return {**asdict(self), "kinds": list(self.kinds), "inspection_texts": INSPECTION_TEXTS}
 
 
 def alignment_samples(

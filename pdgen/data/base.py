@@ -50,6 +50,7 @@ from pdgen.data.multiturn import AUGMENT_FLAG, MultiTurnSpec, multiturn_trajecto
 from pdgen.data.packing_config import PackingGeometry
 from pdgen.data.reading import ReaderConfig, ShardDataModule
 from pdgen.data.subset_build import (
+    INSPECTION_TEXTS,
     check_spec,
     finish_build,
     split_indexes,
@@ -104,7 +105,7 @@ class BaseSpec:
         check_spec(self, counts, ("describe", "background"))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "inspection_texts": INSPECTION_TEXTS}
 
 
 def base_sample(spec: BaseSpec, index: int) -> Trajectory:

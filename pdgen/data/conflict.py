@@ -97,7 +97,8 @@ class ConflictSpec:
         fields = asdict(self)
         first = ("num_samples", "val_size", "seed", "world", "negative_fraction")
         head = {name: fields.pop(name) for name in first}
-        return {**head, **asdict(source or ConflictSource()), **fields}
+        texts = {"inspection_texts": subset_build.INSPECTION_TEXTS}
+        return {**head, **asdict(source or ConflictSource()), **fields, **texts}
 
 
 @dataclass(frozen=True)

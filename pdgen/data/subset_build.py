@@ -48,6 +48,10 @@ VAL_OFFSET = 1 << 40
 """Validation samples are numbered from here, so they never share a seed with a training one."""
 FREE_PROMPTS = 0.33
 """The multi-turn, conflict and alignment builds' share of free prompts (``train_prompt``'s ``free``)."""
+INSPECTION_TEXTS = 2
+"""The judges' wording of inspections, recorded in the spec of every build that holds them (conflict,
+alignment, and base, whose tokenizer learns them): a build of other texts (1: the verdict first, before the
+evidence) no longer matches its config and is named, instead of being read as if it were current."""
 _PROMPT_SPLIT_SEED = 0
 """ShapesEval's split seed: the train/test split the evaluation uses (``shapes_eval_prompts``'s default)."""
 

@@ -13,8 +13,9 @@ from pdgen.data.alignment import (
     build_alignment,
     explain,
 )
+from pdgen.data.datamodules import AlignmentDataModule
 from pdgen.data.packing import PackingConfig, TrajectoryPacker
-from pdgen.data.shards import ShardSource, read_manifest, split_shards
+from pdgen.data.shards import ShardSource, read_manifest, split_shards, write_manifest
 from pdgen.judges.openai import ChatClient, OpenAIJudge
 from pdgen.judges.world import WorldJudge, judge_detections
 from pdgen.scene.parser import parse
@@ -132,6 +133,12 @@ def test_build_writes_shards_and_manifest_with_the_counts(tmp_path, samples):
     source = ShardSource(split_shards(tmp_path, manifest, "train"), shuffle=False)
     assert [t for _, t in source.trajectories(0)] == [s.trajectory for s in samples]
     assert manifest["splits"]["val"]["samples"] == 3
+
+    # A build of the inspections' old wording (verdict first) is named, not read as the current one.
+    old = {**manifest, "spec": {k: v for k, v in manifest["spec"].items() if k != "inspection_texts"}}
+    write_manifest(tmp_path, old)
+    with pytest.raises(ValueError, match="manifest.json holds 'alignment' shards built with"):
+        AlignmentDataModule(tmp_path, SMALL).prepare_data()
 
 
 def verdict_reply(ok: bool, analysis: str, refine: str | None) -> Reply:
