@@ -122,6 +122,12 @@ def main() -> None:
         choices=("val", "train"),
         help="held-out samples, or the first training ones (right on these alone: learned by heart)",
     )
+    parser.add_argument(
+        "--negative_fraction",
+        type=float,
+        default=ConflictSpec.negative_fraction,
+        help="the conflict build's share of negatives; with --split train, configs/full.yaml's 0.3",
+    )
     parser.add_argument("--world", default="default", help="the world preset the checkpoint was trained on")
     parser.add_argument("--packing", default="embedded", help="the packing preset it was trained with")
     args = parser.parse_args()
@@ -134,7 +140,11 @@ def main() -> None:
     # (num_samples, val_size): the train split's first samples are a full build's, sample i being (seed, i)'s.
     sizes = (args.samples, args.samples) if args.split == "train" else (1, args.samples)
     subsets = {
-        "conflict": labelled(conflict_samples(ConflictSpec(*sizes, world=args.world), args.split)),
+        "conflict": labelled(
+            conflict_samples(
+                ConflictSpec(*sizes, world=args.world, negative_fraction=args.negative_fraction), args.split
+            )
+        ),
         "alignment": labelled(alignment_samples(AlignmentSpec(*sizes, world=args.world), args.split)),
     }
     print(f"{'subset':<11}{'label':<10}{'inspects':>9}{'verdict right':>15}{'n':>5}")
