@@ -32,8 +32,9 @@ after ``count`` packs, the loader's worker ``k`` plays reader ``(k + count) % nu
 asks worker 0 first, and it is that reader's turn), rebuilds that reader's stream and skips the packs it
 had made before ``count`` without collating them (reading and laying out is cheap; no pixels are
 resized), so the next pack is the one an uninterrupted run would have seen. Resuming needs the same
-``num_workers``, world size and seed; a different one is a ValueError. Random choices inside the
-stream (prompt dropout) come from the reader's own seeded generator and are replayed by the skip.
+number of readers (``num_workers``, where 0 and 1 both mean one), world size and seed; a different one is a
+ValueError. Random choices inside the stream (prompt dropout) come from the reader's own seeded generator
+and are replayed by the skip.
 """
 
 from __future__ import annotations
@@ -352,14 +353,30 @@ class PackedDataModule(L.LightningDataModule):
         Raises:
             ValueError: the checkpoint's stream was made with another ``num_workers``, world size or seed.
         """
-        mine = {"num_workers": self.num_workers, "world_size": self._rank_and_world[1], "seed": self.seed}
-        different = {k: (state_dict[k], v) for k, v in mine.items() if state_dict[k] != v}
+        saved, now = _stream_identity(state_dict), _stream_identity(self.state_dict())
+        different = {k: (saved[k], v) for k, v in now.items() if saved[k] != v}
         if different:
             raise ValueError(
                 f"cannot resume the data stream exactly: (checkpoint, now) differ for {different}; the pack "
-                "order depends on the seed, the number of workers and the world size"
+                "order depends on the seed, the number of readers (num_workers; 0 and 1 are both one reader) "
+                "and the world size"
             )
         self.packs_consumed = state_dict["packs_consumed"]
+
+
+def readers(num_workers: int) -> int:
+    """The readers of a rank's stream: one per DataLoader worker, or the main process alone without any.
+    0 and 1 workers read the same stream, so a run may resume under either."""
+    return max(1, num_workers)
+
+
+def _stream_identity(state: dict[str, Any]) -> dict[str, int]:
+    """What a rank's pack order depends on, from a ``state_dict``."""
+    return {
+        "readers": readers(state["num_workers"]),
+        "world_size": state["world_size"],
+        "seed": state["seed"],
+    }
 
 
 class BuildSpec(Protocol):

@@ -65,6 +65,16 @@ def test_resume_refuses_another_worker_count(built):
         module(built, num_workers=1).load_state_dict(state)
 
 
+def test_resume_takes_no_workers_for_one(built):
+    # One worker and none read the same stream (the CPU recipes moved from 1 to 0): either resumes the other.
+    one = module(built, num_workers=1)
+    uninterrupted = take(one.train_dataloader(), 5)
+    one.packs_consumed = 2
+    resumed = module(built, num_workers=0)
+    resumed.load_state_dict(one.state_dict())
+    assert take(resumed.train_dataloader(), 3) == uninterrupted[2:]
+
+
 def test_prepare_data_refuses_shards_built_differently(built):
     with pytest.raises(ValueError, match="manifest.json holds 'multiturn' shards built with"):
         MultiTurnDataModule(built, dataclasses.replace(SMALL, augment=0.5)).prepare_data()
