@@ -489,8 +489,16 @@ def _process_lines(process: dict[str, Any] | None) -> list[str]:
     lines = [
         ("process", "rate", "n", "95% interval"),
         ("planned right", *rate(process["planned_right"])),
+        ("  by prompt", *rate(process["prompts_planned_right"])),
         ("complete plans", *rate(process["complete_plans"])),
         ("inspections agree", *rate(process["inspections_agree"])),
+    ]
+    by_tag = [
+        ("process by tag", "planned right", "n", "95% interval", "inspections agree", "n", "95% interval")
+    ]
+    by_tag += [
+        (tag, *rate(figures["planned_right"]), *rate(figures["inspections_agree"]))
+        for tag, figures in process["by_tag"].items()
     ]
     readable = process["trajectories"] - process["unreadable"]
     return [
@@ -498,7 +506,9 @@ def _process_lines(process: dict[str, Any] | None) -> list[str]:
         f"(of {process['trajectories']} trajectories, {process['unreadable']} unreadable; per readable one: "
         f"{process['images_per_trajectory']:.2f} images, {process['inspections_per_trajectory']:.2f} "
         f"inspections; planned right: every object added, nothing changed after the last, over all "
-        f"{process['trajectories']}, an unreadable one counting as wrong; {readable} read)",
+        f"{process['trajectories']}, an unreadable one counting as wrong; {readable} read; by prompt: every "
+        "sample of the prompt planned right, n prompts, the honest n where text is greedy)",
+        _table(by_tag),
     ]
 
 

@@ -19,7 +19,10 @@ Plans are scored over *every* trajectory of a process folder: one that cannot be
 prompt's scene (the model wrote, say, "a circle and a circle" where the world says "two circles"), so it
 counts as neither complete nor planned right. Leaving it out would score a planner by its best outputs.
 
-Every rate comes with its count and a Wilson 95 % interval, because prediction runs on a CPU are small.
+Every rate comes with its count and a Wilson 95 % interval, because prediction runs on a CPU are small. The
+samples of one prompt are not independent: text is greedy by default, so they share their plans until their
+images differ. So planned right is also given **by prompt** (a prompt counts when every sample of it is
+planned right; n is the number of prompts, the honest size for the interval), and every figure **by tag**.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from PIL import Image
 from pdgen.eval.predictions import read_predictions
 from pdgen.scene.graph import SceneGraph
 from pdgen.scene.plan import StepGoal
+from pdgen.scene.vocabulary import TAGS
 from pdgen.trajectory import Inspect, Plan, Refine, Sketch, Trajectory
 from pdgen.world.config import DEFAULT_WORLD, WorldConfig
 
@@ -66,6 +70,20 @@ class Rate:
 
 
 @dataclass
+class TagProcess:
+    """The process figures of one ShapesEval tag."""
+
+    planned_right: Rate = field(default_factory=Rate)
+    inspections_agree: Rate = field(default_factory=Rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "planned_right": self.planned_right.to_dict(),
+            "inspections_agree": self.inspections_agree.to_dict(),
+        }
+
+
+@dataclass
 class ProcessReport:
     """What `score_process` measured over a prediction folder (see the module docstring)."""
 
@@ -73,9 +91,15 @@ class ProcessReport:
     unreadable: int = 0
     complete: Rate = field(default_factory=Rate)
     planned_right: Rate = field(default_factory=Rate)
+    prompts_planned_right: Rate = field(default_factory=Rate)
     inspections_agree: Rate = field(default_factory=Rate)
     inspections_per_trajectory: float = 0.0
     images_per_trajectory: float = 0.0
+    by_tag: dict[str, TagProcess] = field(default_factory=dict)
+
+    def tag(self, name: str) -> TagProcess:
+        """The figures of tag ``name`` (created empty when first asked for)."""
+        return self.by_tag.setdefault(name, TagProcess())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,10 +107,22 @@ class ProcessReport:
             "unreadable": self.unreadable,
             "complete_plans": self.complete.to_dict(),
             "planned_right": self.planned_right.to_dict(),
+            "prompts_planned_right": self.prompts_planned_right.to_dict(),
             "inspections_agree": self.inspections_agree.to_dict(),
             "inspections_per_trajectory": self.inspections_per_trajectory,
             "images_per_trajectory": self.images_per_trajectory,
+            "by_tag": {name: self.by_tag[name].to_dict() for name in sorted(self.by_tag, key=_tag_order)},
         }
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One trajectory's plans: complete and planned right, or None where it has no trajectory to read."""
+
+    tag: str
+    prompt: int
+    complete: bool | None
+    right: bool | None
 
 
 def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> ProcessReport:
@@ -96,44 +132,62 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
 
     report = ProcessReport()
     judge, step_judge = WorldJudge(config), WorldStepJudge()
-    inspections = images = without_trajectory = unreadable_plans = 0
+    inspections = images = without_trajectory = 0
+    planned: list[_Planned] = []
     for prediction in read_predictions(root):
         row = prediction.folder.metadata
         if "include" not in row:
             continue
+        tag = row.get("tag", "untagged")
         report.trajectories += 1
         if prediction.trajectory is None:
             report.unreadable += 1
             without_trajectory += 1
+            planned.append(_Planned(tag, prediction.index, None, None))
             continue
         trajectory = Trajectory.load(prediction.trajectory)
         prompt = SceneGraph.from_geneval(row["include"], row.get("exclude", ()))
         scenes = _planned_scenes(trajectory)
         if scenes is None:
             report.unreadable += 1
-            unreadable_plans += 1
+            planned.append(_Planned(tag, prediction.index, False, False))
             continue
         images += sum(isinstance(step, Sketch | Refine) for step in trajectory.steps)
         complete = [_is_complete(prompt, scene, judge) for scene in scenes]
-        report.complete.add(complete[-1])
         done = complete.index(True) if complete[-1] else None
-        report.planned_right.add(done is not None and all(s.same_as(scenes[done]) for s in scenes[done:]))
+        right = done is not None and all(s.same_as(scenes[done]) for s in scenes[done:])
+        planned.append(_Planned(tag, prediction.index, complete[-1], right))
         for image, plan, inspect in _inspected_steps(trajectory):
             inspections += 1
             goal = StepGoal("add", plan.ins, plan.des, _read(plan.des))
             wrong = (
                 not step_judge.check_step(prompt, goal).verdict.ok or not judge.check_image(image, goal).ok
             )
-            report.inspections_agree.add((inspect.refine is not None) == wrong)
+            agree = (inspect.refine is not None) == wrong
+            report.inspections_agree.add(agree)
+            report.tag(tag).inspections_agree.add(agree)
     # In a process folder an output that is no trajectory failed to plan too; a single-pass folder has none.
-    planned_wrong = unreadable_plans + (without_trajectory if without_trajectory < report.trajectories else 0)
-    for _ in range(planned_wrong):
-        report.complete.add(False)
-        report.planned_right.add(False)
+    process_folder = without_trajectory < report.trajectories
+    prompts_right: dict[int, bool] = {}
+    for p in planned:
+        if p.right is None and not process_folder:
+            continue
+        complete, right = bool(p.complete), bool(p.right)
+        report.complete.add(complete)
+        report.planned_right.add(right)
+        report.tag(p.tag).planned_right.add(right)
+        prompts_right[p.prompt] = prompts_right.get(p.prompt, True) and right
+    for right in prompts_right.values():
+        report.prompts_planned_right.add(right)
     readable = report.trajectories - report.unreadable
     report.inspections_per_trajectory = inspections / readable if readable else 0.0
     report.images_per_trajectory = images / readable if readable else 0.0
     return report
+
+
+def _tag_order(tag: str) -> tuple[int, str]:
+    """GenEval's tags in GenEval's order, then any other tag by name."""
+    return (TAGS.index(tag), "") if tag in TAGS else (len(TAGS), tag)
 
 
 def _read(des: str) -> SceneGraph:

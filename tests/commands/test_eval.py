@@ -45,9 +45,11 @@ def test_shapes_on_ground_truth_prints_tags_and_writes_a_report(capsys, tmp_path
         "--out",
         str(out),
     )
-    rows = table(text)
+    images_part, process_part = text.split("\nprocess ", 1)
+    rows, process_rows = table(images_part), table(process_part.split("process by tag", 1)[1])
     for tag in ("single_object", "two_object", "counting", "colors", "position", "color_attr"):
         assert rows[tag] == ["1.000", "1", "0.21-1.00"]  # one image: its Wilson 95 % interval is wide
+        assert process_rows[tag][:2] == ["1.000", "1"]  # the world's own plans: planned right
     assert rows["overall"][0] == "1.000" and rows["image_mean"] == ["1.000", "6"]
     assert "cost per sample" not in text  # the world's renders record no costs
     report = json.loads(out.read_text())

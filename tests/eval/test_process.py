@@ -38,6 +38,20 @@ def test_the_worlds_own_plans_are_right_and_an_early_stop_or_an_extra_object_is_
     assert report.images_per_trajectory == pytest.approx((3 + 2 + 4) / 3)
 
 
+def test_planned_right_is_also_given_by_prompt_and_by_tag(tmp_path):
+    # Samples of one prompt share their greedy plans: a prompt counts once, and only if every sample is right.
+    other = "a photo of a circle and a triangle"
+    save(tmp_path, 0, PROMPT, steps_of(PROMPT), steps_of(PROMPT)[:-2])
+    save(tmp_path, 1, other, steps_of(other), steps_of(other, seed=1))
+    report = score_process(tmp_path)
+    assert (report.planned_right.successes, report.planned_right.n) == (3, 4)
+    assert (report.prompts_planned_right.successes, report.prompts_planned_right.n) == (1, 2)
+    by_tag = report.to_dict()["by_tag"]
+    assert list(by_tag) == ["two_object", "position"]  # GenEval's order
+    assert by_tag["position"]["planned_right"]["rate"] == 0.5
+    assert by_tag["two_object"]["planned_right"]["n"] == 2
+
+
 def test_a_refine_that_redraws_the_finished_scene_is_still_planned_right_and_its_inspection_judged(tmp_path):
     steps = steps_of(PROMPT)
     wrong_image = steps_of("a photo of a circle right of a square")[-1]  # not what the plan says
