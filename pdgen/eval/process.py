@@ -117,12 +117,13 @@ class ProcessReport:
 
 @dataclass(frozen=True)
 class _Planned:
-    """One trajectory's plans: complete and planned right, or None where it has no trajectory to read."""
+    """One sample's plans: complete and planned right (neither, where it has no readable plans)."""
 
     tag: str
     prompt: int
-    complete: bool | None
-    right: bool | None
+    complete: bool = False
+    right: bool = False
+    has_trajectory: bool = True
 
 
 def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> ProcessReport:
@@ -143,14 +144,14 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
         if prediction.trajectory is None:
             report.unreadable += 1
             without_trajectory += 1
-            planned.append(_Planned(tag, prediction.index, None, None))
+            planned.append(_Planned(tag, prediction.index, has_trajectory=False))
             continue
         trajectory = Trajectory.load(prediction.trajectory)
         prompt = SceneGraph.from_geneval(row["include"], row.get("exclude", ()))
         scenes = _planned_scenes(trajectory)
         if scenes is None:
             report.unreadable += 1
-            planned.append(_Planned(tag, prediction.index, False, False))
+            planned.append(_Planned(tag, prediction.index))
             continue
         images += sum(isinstance(step, Sketch | Refine) for step in trajectory.steps)
         complete = [_is_complete(prompt, scene, judge) for scene in scenes]
@@ -170,13 +171,12 @@ def score_process(root: str | Path, config: WorldConfig = DEFAULT_WORLD) -> Proc
     process_folder = without_trajectory < report.trajectories
     prompts_right: dict[int, bool] = {}
     for p in planned:
-        if p.right is None and not process_folder:
+        if not (p.has_trajectory or process_folder):
             continue
-        complete, right = bool(p.complete), bool(p.right)
-        report.complete.add(complete)
-        report.planned_right.add(right)
-        report.tag(p.tag).planned_right.add(right)
-        prompts_right[p.prompt] = prompts_right.get(p.prompt, True) and right
+        report.complete.add(p.complete)
+        report.planned_right.add(p.right)
+        report.tag(p.tag).planned_right.add(p.right)
+        prompts_right[p.prompt] = prompts_right.get(p.prompt, True) and p.right
     for right in prompts_right.values():
         report.prompts_planned_right.add(right)
     readable = report.trajectories - report.unreadable
